@@ -1,0 +1,31 @@
+# The two commands: `make demo` and `make test`. Both create .venv on first use and install from
+# constraints.txt, the lock file (torch==2.13.0 there is the CPU build; an unpinned torch pulls CUDA).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install bench clean lock
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[train,test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/webtext demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Regenerate the lock file from the current environment.
+lock:
+	$(BIN)/pip freeze --exclude-editable | grep -v '^webtext' > constraints.txt
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

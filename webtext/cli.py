@@ -1,0 +1,105 @@
+"""The `webtext` command line.
+
+Subcommands are registered in `COMMANDS` by module path and imported only when used, so `webtext --help`
+and `webtext links` never pay for importing torch, and `webtext train` never pays for importing Beam.
+
+Each command module defines:
+    EXAMPLE: str                      shown at the end of `--help` (must work as written)
+    add_arguments(parser) -> None     its flags
+    main(args) -> int                 the exit status
+and its module docstring's first paragraph is the command's description.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from webtext import __version__
+
+# name -> (module, one-line summary). The order is the order of the pipeline.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "links": ("webtext.pipeline.links", "Reddit submission dumps -> deduplicated outbound link table"),
+    "fetch": ("webtext.pipeline.fetch", "download links politely into WARC files and a fetch log"),
+    "extract": ("webtext.pipeline.extract", "main text out of fetched pages (or any WARC files)"),
+    "dedup": ("webtext.pipeline.dedup", "exact and MinHash near-duplicate removal"),
+    "tokenizer": ("webtext.tokenize.train", "train (or import) a byte-level BPE tokenizer"),
+    "encode": ("webtext.tokenize.encode", "documents -> sharded Arrow token files"),
+    "inspect": ("webtext.inspect", "look inside any stage's output"),
+    "verify": ("webtext.tokenize.verify", "check token shards against their manifest"),
+    "train": ("webtext.model.train", "train GPT-2 on token shards"),
+    "sample": ("webtext.model.sample", "generate text from a checkpoint"),
+    "eval": ("webtext.model.evaluate", "loss and perplexity of a checkpoint on a split"),
+    "export": ("webtext.model.export", "export a checkpoint as a Hugging Face GPT-2 directory"),
+    "build": ("webtext.build", "run every stage of a job file under one output root"),
+    "demo": ("webtext.demo", "the whole path on a built-in offline sample"),
+}
+
+
+def _available() -> dict[str, tuple[str, str]]:
+    """Commands whose module exists in this checkout (stages land one by one)."""
+    import importlib.util
+
+    out = {}
+    for name, (module, summary) in COMMANDS.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if found:
+            out[name] = (module, summary)
+    return out
+
+
+def _top_parser(commands: dict[str, tuple[str, str]]) -> argparse.ArgumentParser:
+    lines = "\n".join(f"  {name:<10} {summary}" for name, (_, summary) in commands.items())
+    parser = argparse.ArgumentParser(
+        prog="webtext",
+        description="Build a WebText-style corpus from Reddit dumps and train GPT-2 on it.",
+        epilog=f"commands:\n{lines}\n\nexample:\n  webtext demo\n\n`webtext COMMAND --help` explains each command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="webtext [--version] COMMAND [ARGS...]",
+    )
+    parser.add_argument("--version", action="version", version=f"webtext {__version__}")
+    parser.add_argument("command", nargs="?", help=argparse.SUPPRESS)
+    return parser
+
+
+def command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
+    """The parser of one subcommand, and its module."""
+    module = importlib.import_module(COMMANDS[name][0])
+    doc = (module.__doc__ or COMMANDS[name][1]).strip()
+    example = getattr(module, "EXAMPLE", "").strip("\n")
+    parser = argparse.ArgumentParser(
+        prog=f"webtext {name}",
+        description=doc,
+        epilog=f"example:\n{example}" if example else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    module.add_arguments(parser)
+    return parser, module
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = _available()
+    top = _top_parser(commands)
+    if not argv or argv[0].startswith("-"):
+        top.parse_args(argv)  # handles --help / --version and exits
+        top.print_help()
+        return 2
+    name, rest = argv[0], argv[1:]
+    if name not in commands:
+        top.error(f"unknown command {name!r} (choose from {', '.join(commands)})")
+    parser, module = command_parser(name)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.main(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Runner flags shared by every Beam stage, and the one way a stage builds its PipelineOptions.
+
+Locally the DirectRunner (Beam's FnApiRunner) runs with `--workers` processes; on Google Cloud the same
+pipeline runs on Dataflow. Google modules are imported only by Beam itself, only when Dataflow is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+RUNNERS = {"direct": "DirectRunner", "dataflow": "DataflowRunner", "prism": "PrismRunner"}
+
+
+def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("runner")
+    g.add_argument("--runner", default="direct",
+                   help="direct (this machine), dataflow (Google Cloud), or any Beam runner name (default: direct)")
+    g.add_argument("--workers", type=int, default=0,
+                   help="local worker processes for the direct runner; 0 = one per core (default: 0)")
+    g.add_argument("--project", help="Google Cloud project (dataflow)")
+    g.add_argument("--region", help="Google Cloud region (dataflow)")
+    g.add_argument("--temp-location", help="gs:// path for temporary files (dataflow)")
+    g.add_argument("--job-name", help="Dataflow job name (default: derived from the stage)")
+    g.add_argument("--max-num-workers", type=int, help="Dataflow autoscaling limit")
+    g.add_argument("--machine-type", help="Dataflow worker machine type, e.g. n2-standard-4")
+    g.add_argument("--beam-option", action="append", default=[], metavar="--NAME=VALUE",
+                   help="any other Beam pipeline option, passed through as written (repeatable)")
+
+
+def local_workers(requested: int) -> int:
+    return requested if requested > 0 else max(1, os.cpu_count() or 1)
+
+
+def pipeline_options(args: argparse.Namespace, stage: str) -> PipelineOptions:
+    runner = RUNNERS.get(args.runner.lower(), args.runner)
+    flags = [f"--runner={runner}"]
+    if runner == "DirectRunner":
+        workers = local_workers(args.workers)
+        flags += [f"--direct_num_workers={workers}",
+                  f"--direct_running_mode={'multi_processing' if workers > 1 else 'in_memory'}"]
+    else:
+        for name, value in (("project", args.project), ("region", args.region),
+                            ("temp_location", args.temp_location), ("max_num_workers", args.max_num_workers),
+                            ("machine_type", args.machine_type)):
+            if value is not None:
+                flags.append(f"--{name}={value}")
+        flags.append(f"--job_name={args.job_name or 'webtext-' + stage.replace('_', '-')}")
+        flags.append("--save_main_session=false")
+    flags += list(args.beam_option)
+    return PipelineOptions(flags)

@@ -1,0 +1,168 @@
+"""WARC files: the one module that writes (fetch) and reads (extract, inspect) them, via warcio.
+
+Writing: `RecordWriter` appends request/response record pairs to one WARC file, each record its own gzip
+member, and returns where the response landed (file, offset, length) so the fetch log can point at it.
+Bodies are stored decoded (transfer and content encodings removed, since the fetcher caps decoded bytes);
+the original headers that no longer describe the stored bytes are kept with an `X-Crawler-` prefix, the
+convention Common Crawl uses.
+
+Reading: `iter_responses` walks any WARC file (ours, Common Crawl's, ClueWeb's, plain or gzip) and yields
+its HTTP responses; a damaged or clipped file ends with one `WarcReadError` naming the file and offset,
+after every good record before the damage has been yielded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import base64
+import hashlib
+import io
+from typing import IO, Iterator
+
+from warcio.archiveiterator import ArchiveIterator
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
+
+# Headers that describe the bytes on the wire, not the decoded body we store.
+_WIRE_HEADERS = {"content-encoding", "transfer-encoding", "content-length"}
+
+
+def payload_digest(body: bytes) -> str:
+    """WARC-style payload digest: sha1, base32."""
+    return "sha1:" + base64.b32encode(hashlib.sha1(body).digest()).decode("ascii")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordLocation:
+    path: str
+    offset: int
+    length: int
+    digest: str
+
+
+class RecordWriter:
+    """Appends records to an open binary file object. Not thread-safe: one writer per file."""
+
+    def __init__(self, fileobj: IO[bytes], path: str, start_offset: int = 0):
+        self._f = fileobj
+        self.path = path
+        self.offset = start_offset
+        self._writer = WARCWriter(_CountingWriter(self), gzip=True)
+
+    def write_exchange(self, url: str, *, request_headers: list[tuple[str, str]], method: str = "GET",
+                       status: int, reason: str, response_headers: list[tuple[str, str]], body: bytes,
+                       ip: str | None = None, date: str | None = None, extra: dict[str, str] | None = None
+                       ) -> RecordLocation:
+        """Write a request and its response; returns the response record's location."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        req_http = StatusAndHeaders(f"{method} {target} HTTP/1.1", request_headers, is_http_request=True)
+        warc_headers = {}
+        if date:
+            warc_headers["WARC-Date"] = date
+        if ip:
+            warc_headers["WARC-IP-Address"] = ip
+        for k, v in (extra or {}).items():
+            warc_headers[k] = v
+        request = self._writer.create_warc_record(url, "request", http_headers=req_http,
+                                                  warc_headers_dict=dict(warc_headers))
+        stored = [(k, v) for k, v in response_headers if k.lower() not in _WIRE_HEADERS]
+        stored += [(f"X-Crawler-{k}", v) for k, v in response_headers if k.lower() in _WIRE_HEADERS]
+        stored.append(("Content-Length", str(len(body))))
+        resp_http = StatusAndHeaders(f"{status} {reason}".strip(), stored, protocol="HTTP/1.1")
+        digest = payload_digest(body)
+        response_headers_dict = dict(warc_headers)
+        response_headers_dict["WARC-Payload-Digest"] = digest
+        response = self._writer.create_warc_record(url, "response", payload=io.BytesIO(body),
+                                                   http_headers=resp_http,
+                                                   warc_headers_dict=response_headers_dict)
+        request.rec_headers.add_header("WARC-Concurrent-To", response.rec_headers.get_header("WARC-Record-ID"))
+        self._writer.write_record(request)
+        start = self.offset
+        self._writer.write_record(response)
+        return RecordLocation(self.path, start, self.offset - start, digest)
+
+
+class _CountingWriter:
+    def __init__(self, owner: RecordWriter):
+        self._owner = owner
+
+    def write(self, data: bytes) -> int:
+        self._owner._f.write(data)
+        self._owner.offset += len(data)
+        return len(data)
+
+    def flush(self):
+        self._owner._f.flush()
+
+
+@dataclasses.dataclass
+class WarcResponse:
+    url: str
+    offset: int            # of the record in the (compressed) file
+    length: int | None     # of the record in the (compressed) file
+    status: int | None
+    headers: list[tuple[str, str]]
+    body: bytes
+    date: str | None
+    ip: str | None
+    record_id: str | None
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return None
+
+
+class WarcReadError(Exception):
+    def __init__(self, path: str, offset: int | None, reason: str):
+        super().__init__(f"{path}: damaged WARC at byte {offset}: {reason}")
+        self.path, self.offset, self.reason = path, offset, reason
+
+
+def iter_responses(stream: IO[bytes], path: str, max_body: int | None = None,
+                   skipped: dict | None = None) -> Iterator[WarcResponse]:
+    """HTTP responses of one WARC stream, in file order. Other record types (request, metadata, warcinfo,
+    revisit, resource) are counted by type in `skipped` when given. Bodies longer than `max_body` are cut.
+    Raises `WarcReadError` at the first damaged record, after yielding every record before it."""
+    it = ArchiveIterator(stream, arc2warc=True)
+    offset = None
+    try:
+        for record in it:
+            if record.rec_type != "response" or record.http_headers is None:
+                if skipped is not None:
+                    skipped[record.rec_type] = skipped.get(record.rec_type, 0) + 1
+                continue
+            # Read the body before asking for the offset: warcio's offset/length calls consume the record.
+            body = record.content_stream().read(max_body) if max_body else record.content_stream().read()
+            offset = it.get_record_offset()
+            length = it.get_record_length()
+            status_line = record.http_headers.get_statuscode()
+            try:
+                status = int(status_line)
+            except (TypeError, ValueError):
+                status = None
+            yield WarcResponse(
+                url=record.rec_headers.get_header("WARC-Target-URI") or "",
+                offset=offset,
+                length=length,
+                status=status,
+                headers=list(record.http_headers.headers),
+                body=body,
+                date=record.rec_headers.get_header("WARC-Date"),
+                ip=record.rec_headers.get_header("WARC-IP-Address"),
+                record_id=record.rec_headers.get_header("WARC-Record-ID"),
+            )
+    except Exception as e:  # ArchiveLoadFailed, EOFError, zlib.error: whatever warcio lets escape on damage
+        raise WarcReadError(path, offset, f"{type(e).__name__}: {e}") from e
+
+
+def read_response_at(stream: IO[bytes], path: str, max_body: int | None = None) -> WarcResponse:
+    """The one response record starting at the stream's current position (after a seek to a logged offset)."""
+    for response in iter_responses(stream, path, max_body):
+        return response
+    raise WarcReadError(path, None, "no response record at this offset")

@@ -1,0 +1,1 @@
+"""Stage 5: byte-level BPE tokenizer and sharded Arrow token files."""
