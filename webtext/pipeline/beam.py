@@ -42,6 +42,8 @@ def pipeline_options(args: argparse.Namespace, stage: str) -> PipelineOptions:
         flags += [f"--direct_num_workers={workers}",
                   f"--direct_running_mode={'multi_processing' if workers > 1 else 'in_memory'}"]
     else:
+        if runner == "DataflowRunner":
+            check_dataflow_arguments(args)
         for name, value in (("project", args.project), ("region", args.region),
                             ("temp_location", args.temp_location), ("max_num_workers", args.max_num_workers),
                             ("machine_type", args.machine_type)):
@@ -49,5 +51,48 @@ def pipeline_options(args: argparse.Namespace, stage: str) -> PipelineOptions:
                 flags.append(f"--{name}={value}")
         flags.append(f"--job_name={args.job_name or 'webtext-' + stage.replace('_', '-')}")
         flags.append("--save_main_session=false")
+        if not any(o.startswith(("--extra_package", "--setup_file", "--sdk_container_image"))
+                   for o in args.beam_option):
+            # Workers get this package as a wheel; pip installs its dependencies there (never torch:
+            # the model is the `train` extra).
+            flags.append(f"--extra_packages={worker_wheel()}")
     flags += list(args.beam_option)
     return PipelineOptions(flags)
+
+
+class RunnerArgumentError(ValueError):
+    pass
+
+
+def check_dataflow_arguments(args: argparse.Namespace) -> None:
+    """Fail before building anything when Dataflow cannot run the job as asked."""
+    missing = [flag for flag, value in (("--project", args.project), ("--region", args.region),
+                                        ("--temp-location", args.temp_location)) if not value]
+    if missing:
+        raise RunnerArgumentError(f"--runner dataflow needs {', '.join(missing)}")
+    if not str(args.temp_location).startswith("gs://"):
+        raise RunnerArgumentError(f"--temp-location must be a gs:// path for Dataflow, got {args.temp_location!r}")
+    if args.max_num_workers is not None and args.max_num_workers < 1:
+        raise RunnerArgumentError("--max-num-workers must be at least 1")
+
+
+def worker_wheel(dist_dir: str | None = None) -> str:
+    """Build (once per process) the wheel of this package that Dataflow stages to its workers."""
+    global _WHEEL
+    if _WHEEL is None:
+        import glob
+        import subprocess
+        import sys
+        import tempfile
+
+        from webtext import __version__
+
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        out = dist_dir or tempfile.mkdtemp(prefix="webtext-wheel-")
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                        "--wheel-dir", out, root], check=True)
+        _WHEEL = glob.glob(os.path.join(out, f"webtext-{__version__}-*.whl"))[0]
+    return _WHEEL
+
+
+_WHEEL: str | None = None
