@@ -45,3 +45,13 @@ def test_stale_shard_set_is_refused(tmp_path):
         assert "mixes shard counts" in str(e)
     else:
         raise AssertionError("mixed shard counts accepted")
+
+
+def test_read_dataset_reads_every_row_back(tmp_path):
+    rows = [{"key": f"k{i}", "value": i} for i in range(50)]
+    _write(tmp_path, rows, "items", 1)
+    out = tmp_path / "copy"
+    with beam.Pipeline() as p:
+        (p | datasets.ReadDataset(str(tmp_path), "items")
+           | datasets.WriteDataset(str(out), "items", SCHEMA, lambda r: r["key"], rows_per_shard=40))
+    assert sorted(r["value"] for r in datasets.read_rows(str(out), "items")) == list(range(50))

@@ -134,20 +134,26 @@ def iter_rows(output_dir: str, name: str, columns: list[str] | None = None,
 
 
 class ReadDataset(beam.PTransform):
-    """Rows of a dataset written by `WriteDataset` (or any Parquet matching the pattern) as dicts."""
+    """Rows of a dataset written by `WriteDataset` as dicts. Files are listed when the pipeline runs, not when
+    it is built, so a whole build's graph can be constructed (and checked) before any upstream output exists."""
 
     def __init__(self, input_dir: str, name: str, columns: list[str] | None = None):
         super().__init__(f"Read_{name}")
         self.input_dir, self.name, self.columns = input_dir, name, columns
 
     def expand(self, pbegin):
-        paths = shard_paths(self.input_dir, self.name)
-        if not paths:
-            raise FileNotFoundError(f"{self.input_dir}: no dataset {self.name!r}")
         return (pbegin
-                | "Paths" >> beam.Create(paths)
+                | "Dir" >> beam.Create([self.input_dir])
+                | "Paths" >> beam.FlatMap(_existing_shards, self.name)
                 | "Reshuffle" >> beam.Reshuffle()
                 | "Rows" >> beam.FlatMap(_rows_of_file, self.columns))
+
+
+def _existing_shards(input_dir: str, name: str) -> list[str]:
+    paths = shard_paths(input_dir, name)
+    if not paths:
+        raise FileNotFoundError(f"{input_dir}: no dataset {name!r} ({shard_pattern(input_dir, name)})")
+    return paths
 
 
 def _rows_of_file(path: str, columns):
