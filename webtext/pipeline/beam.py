@@ -40,7 +40,8 @@ def pipeline_options(args: argparse.Namespace, stage: str) -> PipelineOptions:
     if runner == "DirectRunner":
         workers = local_workers(args.workers)
         flags += [f"--direct_num_workers={workers}",
-                  f"--direct_running_mode={'multi_processing' if workers > 1 else 'in_memory'}"]
+                  f"--direct_running_mode={'multi_processing' if workers > 1 else 'in_memory'}",
+                  "--default_sdk_harness_log_level=WARNING"]
     else:
         if runner == "DataflowRunner":
             check_dataflow_arguments(args)
