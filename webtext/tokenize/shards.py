@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,10 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
 SPLITS = ("train", "val")
+EOT_TOKEN = "<|endoftext|>"
+# Arrow list offsets are int32: one shard holds at most this many tokens.
+MAX_SHARD_TOKENS = (1 << 31) - 1
+SHARD_RE = re.compile(r"^(?P<split>[a-z]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.arrow$")
 
 
 def dtype_for_vocab(vocab_size: int) -> str:
@@ -51,15 +56,28 @@ def shard_bytes(doc_ids: list[str], tokens: list[np.ndarray], dtype: str) -> byt
     """One shard file's bytes from documents' token arrays (each already ending with the eot id)."""
     np_dtype = np.dtype(dtype)
     flat = np.concatenate(tokens).astype(np_dtype, copy=False) if tokens else np.zeros(0, np_dtype)
-    offsets = np.zeros(len(tokens) + 1, dtype=np.int32)
+    offsets = np.zeros(len(tokens) + 1, dtype=np.int64)
     if tokens:
         np.cumsum([len(t) for t in tokens], out=offsets[1:])
-    column = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, arrow_type(dtype)))
+    return shard_buffer(doc_ids, flat, offsets, dtype).to_pybytes()
+
+
+def shard_buffer(doc_ids: list[str], flat: np.ndarray, offsets: np.ndarray, dtype: str) -> pa.Buffer:
+    """One shard file's bytes (as an Arrow buffer, no extra copy) from the flat token buffer and the
+    document offsets (len(doc_ids) + 1 of them, starting at 0). One record batch, so readers get one
+    contiguous token buffer. The same input always gives the same bytes."""
+    if len(offsets) != len(doc_ids) + 1 or (len(offsets) and offsets[0] != 0) or offsets[-1] != len(flat):
+        raise ValueError("offsets must start at 0, end at the token count and have one more entry than doc_ids")
+    if len(flat) > MAX_SHARD_TOKENS:
+        raise ValueError(f"{len(flat):,} tokens do not fit one shard (Arrow int32 offsets: at most "
+                         f"{MAX_SHARD_TOKENS:,}); use smaller --shard-tokens")
+    values = pa.array(np.ascontiguousarray(flat, dtype=np.dtype(dtype)), arrow_type(dtype))
+    column = pa.ListArray.from_arrays(pa.array(np.asarray(offsets, dtype=np.int32), pa.int32()), values)
     table = pa.table({"doc_id": pa.array(doc_ids, pa.string()), "tokens": column}, schema=schema(dtype))
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=max(1, len(doc_ids)))
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()
 
 
 @dataclass
@@ -82,8 +100,15 @@ class Shard:
 
 def open_shard(path: str) -> Shard:
     """Memory-map a local shard; the token buffer and offsets are views into the map (zero-copy)."""
-    source = pa.memory_map(path, "r")
-    table = pa.ipc.open_file(source).read_all()
+    return _shard_of(path, pa.ipc.open_file(pa.memory_map(path, "r")).read_all())
+
+
+def open_shard_bytes(data, path: str = "<memory>") -> Shard:
+    """A shard from bytes already in memory (e.g. read from an object store); zero-copy over `data`."""
+    return _shard_of(path, pa.ipc.open_file(pa.BufferReader(data)).read_all())
+
+
+def _shard_of(path: str, table: pa.Table) -> Shard:
     dtype = (table.schema.metadata or {}).get(b"dtype", b"").decode() or str(table.schema.field("tokens").type.value_type)
     column = table.column("tokens")
     if column.num_chunks == 0:

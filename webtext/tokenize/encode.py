@@ -1,0 +1,401 @@
+"""Encode a documents dataset into sharded Arrow token files (train/val) with a manifest.
+
+Every document becomes its byte-level BPE ids followed by <|endoftext|>. Documents are split into train and
+val by a hash of their id (independent of --seed), put in the order of a seeded permutation (a hash of seed and
+id), and cut into shards of about --shard-tokens tokens along that order. The shards, manifest.json and a
+copy of tokenizer.json are byte-identical for the same documents and flags whatever the runner or worker
+count. Documents without an id or text go to the `errors` dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import uuid
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import apache_beam as beam
+import numpy as np
+
+from webtext.pipeline import datasets, fs, stats
+from webtext.pipeline.beam import add_runner_arguments, pipeline_options
+from webtext.pipeline.errors import ERRORS, ERRORS_SCHEMA, error_row, error_sort_key
+from webtext.tokenize import bpe, shards
+
+EXAMPLE = """  webtext encode --docs out/dedup --tokenizer out/tokenizer --output out/shards
+  webtext encode --docs out/dedup --tokenizer gpt2/tokenizer.json --output out/shards-gpt2 --shard-tokens 50000000"""
+
+STAGE = "encode"
+DOCUMENTS = "documents"
+VAL_FRACTION = 0.0005           # nanoGPT's OpenWebText split
+SHARD_TOKENS = 100_000_000      # ~200 MB uint16 files: a few hundred shards for a WebText-sized corpus
+SEED = 1337                     # seed of the document permutation
+BATCH_BYTES = 4 << 20           # text handed to encode_batch at once: enough to keep every core busy
+ORDER_BUCKETS = 1 << 16         # resolution of the token histogram that places shard boundaries
+RUNS_DIR = "_tmp-encode"        # encoded batches waiting to be gathered into shards; deleted at the end
+SPLIT_SALT = "webtext-split"    # the train/val split hashes this with the id, never the permutation seed
+
+MAX_HASH = 1 << 64
+
+
+def _hash64(*parts: str) -> int:
+    data = "\0".join(parts).encode("utf-8", errors="surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+def split_hash(doc_id: str) -> int:
+    return _hash64(SPLIT_SALT, doc_id)
+
+
+def order_key(seed: int, doc_id: str) -> int:
+    """The document's place in the seeded permutation (ties, i.e. repeated ids, are broken by content)."""
+    return _hash64(str(seed), doc_id)
+
+
+def val_threshold(val_fraction: float) -> int:
+    return int(val_fraction * MAX_HASH)
+
+
+def choose_split(h: int, doc_id: str, threshold: int, first: tuple[int, str] | None, documents: int) -> str:
+    """val when the id's hash falls below the threshold. When val_fraction > 0 and there are two or more
+    documents, the document with the smallest hash is val too, so a small corpus still gets a val split
+    (it is the one the threshold would admit first)."""
+    if h < threshold:
+        return "val"
+    if threshold > 0 and documents >= 2 and first is not None and (h, doc_id) == tuple(first):
+        return "val"
+    return "train"
+
+
+def bucket_of(key: int) -> int:
+    return key * ORDER_BUCKETS >> 64
+
+
+def shard_plan(histogram: np.ndarray, shard_tokens: int) -> tuple[np.ndarray, int]:
+    """Shard index of each order bucket, and the shard count: shards are consecutive bucket ranges holding
+    about `shard_tokens` tokens each (at least one shard, none empty unless the split is)."""
+    total = int(histogram.sum())
+    wanted = max(1, -(-total // shard_tokens))
+    before = np.cumsum(histogram) - histogram
+    raw = np.minimum(wanted - 1, (before * wanted) // max(total, 1))
+    used = np.unique(raw[histogram > 0])
+    if len(used) == 0:
+        return np.zeros(len(histogram), dtype=np.int64), 1
+    # Renumber so shards are 0..n-1 with no gaps (a bucket larger than a shard makes a gap).
+    return np.searchsorted(used, raw, side="left").clip(0, len(used) - 1).astype(np.int64), len(used)
+
+
+class Entry(NamedTuple):
+    """Where one encoded document waits: a row of a run file. Small, so the shuffle carries no tokens."""
+    doc_id: str
+    split_hash: int
+    order: int
+    digest: bytes
+    tokens: int
+    run: str
+    row: int
+
+
+@dataclass
+class EncodeConfig:
+    val_fraction: float = VAL_FRACTION
+    shard_tokens: int = SHARD_TOKENS
+    seed: int = SEED
+    batch_bytes: int = BATCH_BYTES
+
+    def check(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"--val-fraction {self.val_fraction} must be in [0, 1)")
+        if not 0 < self.shard_tokens <= shards.MAX_SHARD_TOKENS:
+            raise ValueError(f"--shard-tokens {self.shard_tokens} must be in 1..{shards.MAX_SHARD_TOKENS}")
+
+
+def check_row(row: dict, count) -> dict | None:
+    """An error row for a document that cannot be encoded, else None."""
+    doc_id, text = row.get("doc_id"), row.get("text")
+    if not isinstance(doc_id, str) or not doc_id:
+        count("error_missing_doc_id")
+        return error_row(STAGE, DOCUMENTS, None, "missing_doc_id", "document without a doc_id", text)
+    if not isinstance(text, str):
+        count("error_missing_text")
+        return error_row(STAGE, doc_id, None, "missing_text", "document without text")
+    return None
+
+
+class EncodeBatches(beam.DoFn):
+    """A batch of documents -> one run file (shard format) of their ids + eot, and an Entry per document."""
+
+    def __init__(self, tokenizer_json: str, runs_dir: str, seed: int):
+        self.tokenizer_json, self.runs_dir, self.seed = tokenizer_json, runs_dir, seed
+        self.count = stats.BeamCounters(STAGE)
+
+    def setup(self):
+        from tokenizers import Tokenizer
+
+        self.tok = bpe.for_encoding(Tokenizer.from_str(self.tokenizer_json))
+        self.eot = bpe.eot_id(self.tok)
+        self.dtype = shards.dtype_for_vocab(bpe.vocab_size(self.tok))
+
+    def process(self, batch):
+        good = []
+        for row in batch:
+            self.count("documents_in")
+            error = check_row(row, self.count)
+            if error is not None:
+                yield beam.pvalue.TaggedOutput(ERRORS, error)
+            else:
+                good.append(row)
+        if not good:
+            return
+        ids = [r["doc_id"] for r in good]
+        encoded = bpe.encode_texts(self.tok, [r["text"] for r in good], self.dtype)
+        lengths = np.fromiter((len(t) + 1 for t in encoded), dtype=np.int64, count=len(encoded))
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        flat = np.empty(int(offsets[-1]), dtype=np.dtype(self.dtype))
+        for t, start, end in zip(encoded, offsets[:-1], offsets[1:]):
+            flat[start:end - 1] = t
+            flat[end - 1] = self.eot
+        # A retried bundle writes a new run file; only the committed attempt's entries point at one.
+        run = fs.join(self.runs_dir, f"run-{uuid.uuid4().hex}.arrow")
+        fs.write_atomic(run, shards.shard_buffer(ids, flat, offsets, self.dtype).to_pybytes())
+        self.count("documents", len(good))
+        self.count("tokens", int(offsets[-1]))
+        self.count("text_chars", sum(len(r["text"]) for r in good))
+        for i, doc_id in enumerate(ids):
+            digest = hashlib.blake2b(flat[offsets[i]:offsets[i + 1]].tobytes(), digest_size=8).digest()
+            yield Entry(doc_id, split_hash(doc_id), order_key(self.seed, doc_id), digest,
+                        int(lengths[i]), run, i)
+
+
+class TokenHistogram(beam.CombineFn):
+    """Tokens per (split, order bucket): the only global view the shard boundaries need."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, acc, element):
+        split, entry = element
+        h = acc.get(split)
+        if h is None:
+            h = acc[split] = np.zeros(ORDER_BUCKETS, dtype=np.int64)
+        h[bucket_of(entry.order)] += entry.tokens
+        return acc
+
+    def merge_accumulators(self, accs):
+        out = {}
+        for acc in accs:
+            for split, h in acc.items():
+                out[split] = out[split] + h if split in out else h.copy()
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
+def plan_shards(histograms: dict, shard_tokens: int) -> dict:
+    """{split: (bucket -> shard index, shard count)} for every split (an empty split gets one empty shard)."""
+    out = {}
+    for split in shards.SPLITS:
+        h = histograms.get(split, np.zeros(ORDER_BUCKETS, dtype=np.int64))
+        out[split] = shard_plan(h, shard_tokens)
+    return out
+
+
+class RunReader:
+    """Run files opened once per worker: memory-mapped when local, read whole from object stores."""
+
+    def __init__(self):
+        self.open: dict[str, shards.Shard] = {}
+
+    def document(self, run: str, row: int) -> np.ndarray:
+        shard = self.open.get(run)
+        if shard is None:
+            if fs.is_remote(run):
+                shard = shards.open_shard_bytes(fs.read_bytes(run), run)
+            else:
+                shard = shards.open_shard(run)
+            self.open[run] = shard
+        return shard.document(row)
+
+
+class WriteShard(beam.DoFn):
+    """(split, index) and its entries -> the shard file, in permutation order; yields its manifest entry."""
+
+    def __init__(self, output_dir: str, dtype: str):
+        self.output_dir, self.dtype = output_dir, dtype
+
+    def process(self, element, plan):
+        (split, index), entries = element
+        entries = sorted((e for e in entries if e is not None), key=lambda e: (e.order, e.doc_id, e.digest))
+        reader = RunReader()
+        offsets = np.zeros(len(entries) + 1, dtype=np.int64)
+        np.cumsum([e.tokens for e in entries], out=offsets[1:])
+        flat = np.empty(int(offsets[-1]), dtype=np.dtype(self.dtype))
+        for e, start, end in zip(entries, offsets[:-1], offsets[1:]):
+            flat[start:end] = reader.document(e.run, e.row)
+        data = shards.shard_buffer([e.doc_id for e in entries], flat, offsets, self.dtype)
+        name = shards.shard_name(split, index, plan[split][1])
+        fs.write_atomic(fs.join(self.output_dir, name), data.to_pybytes())
+        yield split, {"path": name, "tokens": int(offsets[-1]), "documents": len(entries),
+                      "bytes": data.size, "sha256": hashlib.sha256(memoryview(data)).hexdigest()}
+
+
+def build_manifest(entries: list, tokenizer: dict, dtype: str, config: dict, upstream: dict | None) -> dict:
+    """manifest.json's content from the shards' entries (the contract in docs/formats.md)."""
+    splits = {}
+    for split in shards.SPLITS:
+        listed = sorted((e for s, e in entries if s == split), key=lambda e: e["path"])
+        splits[split] = {"shards": listed, "tokens": sum(e["tokens"] for e in listed),
+                         "documents": sum(e["documents"] for e in listed)}
+    everything = [e for _, e in entries]
+    return {
+        "format": shards.FORMAT,
+        "format_version": shards.FORMAT_VERSION,
+        "tokenizer": tokenizer,
+        "dtype": dtype,
+        "splits": splits,
+        "totals": {"tokens": sum(e["tokens"] for e in everything),
+                   "documents": sum(e["documents"] for e in everything),
+                   "bytes": sum(e["bytes"] for e in everything)},
+        "config": config,
+        "upstream": upstream or {},
+    }
+
+
+class EncodeShards(beam.PTransform):
+    """documents -> shard files under output_dir; returns the manifest entries and the error rows."""
+
+    def __init__(self, output_dir: str, tokenizer_json: str, dtype: str, config: EncodeConfig):
+        super().__init__()
+        self.output_dir, self.tokenizer_json, self.dtype, self.config = output_dir, tokenizer_json, dtype, config
+
+    def expand(self, docs):
+        cfg = self.config
+        runs_dir = fs.join(self.output_dir, RUNS_DIR)
+        encoded = (docs
+                   | "Batch" >> beam.BatchElements(
+                       min_batch_size=cfg.batch_bytes, max_batch_size=cfg.batch_bytes,
+                       element_size_fn=lambda r: len(r.get("text") or "") + 1)
+                   | "Encode" >> beam.ParDo(EncodeBatches(self.tokenizer_json, runs_dir, cfg.seed))
+                   .with_outputs(ERRORS, main="entries"))
+        entries = encoded.entries
+        first = beam.pvalue.AsSingleton(
+            entries
+            | "SplitKeys" >> beam.Map(lambda e: (e.split_hash, e.doc_id))
+            | "First" >> beam.CombineGlobally(lambda keys: min(keys, default=None)))
+        documents = beam.pvalue.AsSingleton(entries | "CountDocs" >> beam.combiners.Count.Globally())
+        threshold = val_threshold(cfg.val_fraction)
+        with_split = entries | "Split" >> beam.Map(
+            lambda e, first, n: (choose_split(e.split_hash, e.doc_id, threshold, first, n), e), first, documents)
+        plan = (with_split
+                | "Histogram" >> beam.CombineGlobally(TokenHistogram())
+                | "Plan" >> beam.Map(plan_shards, cfg.shard_tokens))
+        plan_side = beam.pvalue.AsSingleton(plan)
+        keyed = with_split | "KeyByShard" >> beam.Map(
+            lambda se, p: ((se[0], int(p[se[0]][0][bucket_of(se[1].order)])), se[1]), plan_side)
+        every_shard = plan | "EveryShard" >> beam.FlatMap(
+            lambda p: [((split, i), None) for split, (_, n) in sorted(p.items()) for i in range(n)])
+        written = ((keyed, every_shard)
+                   | "FlattenShards" >> beam.Flatten()
+                   | "GroupByShard" >> beam.GroupByKey()
+                   | "WriteShards" >> beam.ParDo(WriteShard(self.output_dir, self.dtype), plan=plan_side))
+        return written, encoded[ERRORS]
+
+
+def remove_outputs(output_dir: str) -> None:
+    """Delete an earlier run's outputs (manifest first: without it the directory reads as unfinished)."""
+    fs.delete([p for p in [fs.join(output_dir, shards.MANIFEST)] if fs.exists(p)])
+    stale = fs.glob_or_empty(fs.join(output_dir, "*.arrow"))
+    fs.delete([p for p in stale if shards.SHARD_RE.match(p.rsplit("/", 1)[-1])])
+    fs.delete([p for p in [fs.join(output_dir, stats.STATS_FILE)] if fs.exists(p)])
+    fs.delete(fs.glob_or_empty(fs.join(output_dir, RUNS_DIR, "*")))
+    datasets.remove_dataset(output_dir, ERRORS)
+
+
+def tokenizer_source(path: str) -> str:
+    return path if path.endswith(".json") else fs.join(path, bpe.TOKENIZER_FILE)
+
+
+def run(docs_dir: str, tokenizer_path: str, output_dir: str, config: EncodeConfig,
+        options=None) -> dict:
+    """Run the stage; returns the manifest."""
+    from tokenizers import Tokenizer
+
+    config.check()
+    timer = stats.Timer()
+    tokenizer_json = fs.read_bytes(tokenizer_source(tokenizer_path)).decode("utf-8")
+    tok = Tokenizer.from_str(tokenizer_json)
+    vocab = bpe.vocab_size(tok)
+    tokenizer = {"fingerprint": bpe.tokenizer_fingerprint(tok), "vocab_size": vocab,
+                 "eot_id": bpe.eot_id(tok), "eot_token": bpe.EOT_TOKEN, "file": shards.TOKENIZER_FILE}
+    dtype = shards.dtype_for_vocab(vocab)
+    manifest_config = {**asdict(config), "docs_dataset": DOCUMENTS}
+    upstream = stats.read_stats(docs_dir)
+
+    fs.makedirs(output_dir)
+    remove_outputs(output_dir)
+    fs.makedirs(fs.join(output_dir, RUNS_DIR))
+    fs.write_atomic(fs.join(output_dir, shards.TOKENIZER_FILE), tokenizer_json.encode("utf-8"))
+
+    manifest_path = fs.join(output_dir, shards.MANIFEST)
+    pipeline = beam.Pipeline(options=options)
+    docs = pipeline | datasets.ReadDataset(docs_dir, DOCUMENTS, columns=["doc_id", "text"])
+    written, errors = docs | EncodeShards(output_dir, tokenizer_json, dtype, config)
+    (written
+     | "AllShards" >> beam.combiners.ToList()
+     | "Manifest" >> beam.Map(lambda entries: fs.write_json(
+         manifest_path, build_manifest(entries, tokenizer, dtype, manifest_config, upstream))))
+    errors | datasets.WriteDataset(output_dir, ERRORS, ERRORS_SCHEMA, error_sort_key)
+    result = pipeline.run()
+    result.wait_until_finish()
+
+    fs.delete(fs.glob_or_empty(fs.join(output_dir, RUNS_DIR, "*")))
+    if not fs.is_remote(output_dir):
+        try:
+            os.rmdir(fs.join(output_dir, RUNS_DIR))
+        except OSError:
+            pass
+    manifest = fs.read_json(manifest_path)
+    counters = stats.collect_counters(result, STAGE)
+    stats.write_stats(output_dir, STAGE, {**manifest_config, "docs": docs_dir, "tokenizer": tokenizer_path},
+                      counters, timer, totals=manifest["totals"], tokenizer=tokenizer)
+    return manifest
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--docs", required=True, help="directory holding the `documents` dataset (extract/dedup output)")
+    parser.add_argument("--tokenizer", required=True, help="tokenizer directory or tokenizer.json")
+    parser.add_argument("--output", required=True, help="directory for the shards, manifest.json and tokenizer.json")
+    parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
+                        help=f"share of documents (by id hash) in the val split (default: {VAL_FRACTION})")
+    parser.add_argument("--shard-tokens", type=int, default=SHARD_TOKENS,
+                        help=f"about this many tokens per shard (default: {SHARD_TOKENS:,})")
+    parser.add_argument("--seed", type=int, default=SEED, help=f"seed of the document permutation (default: {SEED})")
+    parser.add_argument("--batch-bytes", type=int, default=BATCH_BYTES,
+                        help=f"text per encode_batch call (default: {BATCH_BYTES:,})")
+    add_runner_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    config = EncodeConfig(val_fraction=args.val_fraction, shard_tokens=args.shard_tokens, seed=args.seed,
+                          batch_bytes=args.batch_bytes)
+    try:
+        config.check()
+    except ValueError as e:
+        print(f"webtext encode: {e}", file=sys.stderr)
+        return 2
+    manifest = run(args.docs, args.tokenizer, args.output, config, pipeline_options(args, STAGE))
+    rows = [("documents", manifest["totals"]["documents"])]
+    for split in shards.SPLITS:
+        rows.append((f"{split} documents", manifest["splits"][split]["documents"]))
+    stats.print_funnel(f"encode -> {args.output}", rows)
+    s = stats.read_stats(args.output) or {}
+    errors = sum(v for k, v in s.get("counters", {}).items() if k.startswith("error_"))
+    print(f"{manifest['totals']['tokens']:,} tokens in "
+          f"{sum(len(manifest['splits'][sp]['shards']) for sp in shards.SPLITS)} shards ({manifest['dtype']}), "
+          f"{errors:,} documents in errors -> {args.output}", file=sys.stderr)
+    return 0
