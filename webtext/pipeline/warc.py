@@ -124,23 +124,42 @@ class WarcReadError(Exception):
         self.path, self.offset, self.reason = path, offset, reason
 
 
+class _CheckedIterator(ArchiveIterator):
+    """warcio's iterator, remembering whether the last gzip member was complete when the stream ran out:
+    warcio stops silently on a file clipped inside a member (it treats the cut as the end of the file)."""
+
+    clipped = False
+
+    def close(self):
+        decompressor = self.reader.decompressor if self.reader is not None else None
+        # Only zlib decompressors say whether they saw their member's end; other streams cannot tell.
+        if decompressor is not None and getattr(decompressor, "eof", True) is False:
+            self.clipped = True
+        super().close()
+
+
 def iter_responses(stream: IO[bytes], path: str, max_body: int | None = None,
                    skipped: dict | None = None) -> Iterator[WarcResponse]:
     """HTTP responses of one WARC stream, in file order. Other record types (request, metadata, warcinfo,
     revisit, resource) are counted by type in `skipped` when given. Bodies longer than `max_body` are cut.
-    Raises `WarcReadError` at the first damaged record, after yielding every record before it."""
-    it = ArchiveIterator(stream, arc2warc=True)
+    Raises `WarcReadError` at the first damaged record, after yielding every record before it: a record
+    shorter than its Content-Length (a clipped file) is damaged and not yielded, and so is a stream whose
+    last gzip member never reached its end."""
+    it = _CheckedIterator(stream, arc2warc=True)
     offset = None
     try:
         for record in it:
             if record.rec_type != "response" or record.http_headers is None:
                 if skipped is not None:
                     skipped[record.rec_type] = skipped.get(record.rec_type, 0) + 1
+                it.read_to_end()
+                _check_complete(record, path, it.get_record_offset())
                 continue
             # Read the body before asking for the offset: warcio's offset/length calls consume the record.
             body = record.content_stream().read(max_body) if max_body else record.content_stream().read()
             offset = it.get_record_offset()
             length = it.get_record_length()
+            _check_complete(record, path, offset)
             status_line = record.http_headers.get_statuscode()
             try:
                 status = int(status_line)
@@ -157,8 +176,20 @@ def iter_responses(stream: IO[bytes], path: str, max_body: int | None = None,
                 ip=record.rec_headers.get_header("WARC-IP-Address"),
                 record_id=record.rec_headers.get_header("WARC-Record-ID"),
             )
+    except WarcReadError:
+        raise
     except Exception as e:  # ArchiveLoadFailed, EOFError, zlib.error: whatever warcio lets escape on damage
         raise WarcReadError(path, offset, f"{type(e).__name__}: {e}") from e
+    if it.clipped:
+        raise WarcReadError(path, it.offset, "file ends inside a gzip member (clipped)")
+
+
+def _check_complete(record, path: str, offset: int) -> None:
+    """A record whose block ended before its Content-Length: the file was cut inside it."""
+    missing = getattr(record.raw_stream, "limit", 0)
+    if missing:
+        raise WarcReadError(path, offset, f"record truncated: {missing:,} of its {record.length:,} bytes missing "
+                                          "(clipped file)")
 
 
 def read_response_at(stream: IO[bytes], path: str, max_body: int | None = None) -> WarcResponse:
