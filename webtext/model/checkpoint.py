@@ -1,0 +1,84 @@
+"""Run directories and checkpoints (docs/formats.md, "Checkpoints").
+
+RUN/checkpoint.pt holds plain tensors, numbers, strings, lists and dicts only, so it loads with
+`torch.load(weights_only=True)`: no pickled code runs when a checkpoint is opened.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+
+import torch
+
+from webtext.model.config import GPTConfig, TrainConfig
+from webtext.model.model import GPT
+
+FORMAT = "webtext-checkpoint"
+FORMAT_VERSION = 1
+CHECKPOINT = "checkpoint.pt"
+TOKENIZER = "tokenizer.json"
+METRICS = "metrics.jsonl"
+
+
+def checkpoint_path(run_dir: str) -> str:
+    return os.path.join(run_dir, CHECKPOINT)
+
+
+def save(run_dir: str, state: dict) -> str:
+    """Write RUN/checkpoint.pt atomically: a crash leaves the previous checkpoint intact."""
+    path = checkpoint_path(run_dir)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load(run_dir: str, map_location: str | torch.device = "cpu") -> dict:
+    path = run_dir if run_dir.endswith(".pt") else checkpoint_path(run_dir)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint at {path} (train one with `webtext train`)")
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if state.get("format") != FORMAT or state.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path} is not a {FORMAT} v{FORMAT_VERSION} checkpoint")
+    return state
+
+
+def copy_tokenizer(src: str, run_dir: str) -> None:
+    dst = os.path.join(run_dir, TOKENIZER)
+    tmp = dst + ".tmp"
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def config_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def model_config_of(state: dict) -> GPTConfig:
+    return GPTConfig(**state["model_config"])
+
+
+def train_config_of(state: dict) -> TrainConfig:
+    return TrainConfig(**state["train_config"])
+
+
+def load_model(run_dir: str, device: str | torch.device = "cpu") -> tuple[GPT, dict]:
+    """The trained model of a run (eval mode) and its checkpoint's metadata (no weights or optimizer)."""
+    state = load(run_dir)
+    model = GPT(model_config_of(state))
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    meta = {k: v for k, v in state.items() if k not in ("model", "optimizer")}
+    return model, meta
+
+
+def run_tokenizer(run_dir: str) -> str:
+    path = os.path.join(run_dir, TOKENIZER)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} missing: the run directory should hold the tokenizer it was trained with")
+    return path
