@@ -2,7 +2,7 @@
 
 Text: Python's own documentation topics (`pydoc_data.topics`, shipped with the standard library), tokenized by a
 byte-level BPE trained on it with Hugging Face `tokenizers`, written with the shard format module and a manifest
-per the contract in docs/formats.md. Built once per test session per parameter set.
+per the contract in docs/formats.md (fingerprint: `bpe.tokenizer_fingerprint`, as `webtext encode` writes). Built once per test session per parameter set.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -20,6 +19,7 @@ import pydoc_data.topics
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from webtext.tokenize import shards
+from webtext.tokenize.bpe import tokenizer_fingerprint
 
 EOT = "<|endoftext|>"
 _CACHE: dict[tuple, str] = {}
@@ -48,8 +48,7 @@ def write_shard_dir(out_dir: str, tok: Tokenizer, docs: list[tuple[str, str]], *
     os.makedirs(out_dir, exist_ok=True)
     tok_path = os.path.join(out_dir, shards.TOKENIZER_FILE)
     tok.save(tok_path)
-    with open(tok_path, "rb") as f:
-        fingerprint = hashlib.sha256(f.read()).hexdigest()
+    fingerprint = tokenizer_fingerprint(tok)
     vocab, eot = tok.get_vocab_size(), tok.token_to_id(EOT)
     dtype = shards.dtype_for_vocab(vocab)
     encoded = [(doc_id, np.array(tok.encode(text).ids + [eot], dtype=dtype)) for doc_id, text in docs]
@@ -117,4 +116,3 @@ TINY_MODEL = dict(n_layer=2, n_head=2, n_embd=32, block_size=32)
 TINY_TRAIN = dict(batch_size=4, grad_accum=1, max_steps=8, learning_rate=3e-3, min_learning_rate=3e-4,
                   warmup_steps=2, decay_steps=8, log_every=1, eval_every=4, eval_batches=2,
                   checkpoint_every=4, device="cpu")
-assert math  # keep the import for callers computing perplexities

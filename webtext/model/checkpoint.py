@@ -82,3 +82,26 @@ def run_tokenizer(run_dir: str) -> str:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} missing: the run directory should hold the tokenizer it was trained with")
     return path
+
+
+def load_any(ckpt: str | None = None, hf_dir: str | None = None, device: str | torch.device = "cpu"
+             ) -> tuple[GPT, str | None, dict]:
+    """A model for inference from a run directory or a Hugging Face GPT-2 directory: (model, path of its
+    tokenizer.json or None, {"fingerprint", "vocab_size", "eot_id"} with None where unknown)."""
+    if (ckpt is None) == (hf_dir is None):
+        raise ValueError("give exactly one of --ckpt RUN and --hf DIR")
+    if ckpt is not None:
+        model, meta = load_model(ckpt, device)
+        return model, run_tokenizer(ckpt), dict(meta["tokenizer"])
+    from tokenizers import Tokenizer
+
+    from webtext.model import hf
+    from webtext.tokenize.bpe import EOT_TOKEN, tokenizer_fingerprint
+
+    model = hf.import_dir(hf_dir).to(device).eval()
+    tok_path = hf.tokenizer_path(hf_dir)
+    info = {"fingerprint": None, "vocab_size": model.config.vocab_size, "eot_id": None}
+    if tok_path is not None:
+        tok = Tokenizer.from_file(tok_path)
+        info.update(fingerprint=tokenizer_fingerprint(tok), eot_id=tok.token_to_id(EOT_TOKEN))
+    return model, tok_path, info

@@ -43,9 +43,13 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    job = load_job(args.config)
-    summary = train(args.data, job, args.out, resume=args.resume, stop_at=args.stop_at,
-                    progress=not args.no_progress)
+    try:
+        job = load_job(args.config)
+        summary = train(args.data, job, args.out, resume=args.resume, stop_at=args.stop_at,
+                        progress=not args.no_progress)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:  # bad job file, data or run directory
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if summary["rank"] == 0:
         print(json.dumps({k: v for k, v in summary.items() if k != "rank"}))
     return 0
