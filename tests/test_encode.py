@@ -1,0 +1,197 @@
+"""The encode stage on the real Beam runner: documents -> Arrow token shards -> the same text back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from tokenizers import AddedToken, Tokenizer
+
+from tests.support_tokenize import doc_rows, real_texts, small_tokenizer_json, write_documents, write_tokenizer
+from webtext import cli
+from webtext.pipeline import datasets
+from webtext.tokenize import bpe, encode, shards
+
+EDGE_TEXTS = ("", "a literal <|endoftext|> inside", "emoji 🙂 and NUL \x00 and CRLF\r\n", " leading space")
+
+
+def options(workers: int = 1) -> PipelineOptions:
+    mode = "multi_processing" if workers > 1 else "in_memory"
+    return PipelineOptions([f"--direct_num_workers={workers}", f"--direct_running_mode={mode}"])
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    texts = real_texts() + EDGE_TEXTS
+    docs = write_documents(root / "docs", doc_rows(texts) + [
+        {"doc_id": "no-text", "url": "u", "host": "h", "text": None, "chars": None}])
+    tokenizer = write_tokenizer(root / "tokenizer")
+    return {"root": root, "docs": docs, "tokenizer": tokenizer,
+            "texts": {r["doc_id"]: r["text"] for r in doc_rows(texts)}}
+
+
+CONFIG = encode.EncodeConfig(val_fraction=0.1, shard_tokens=6000, seed=7, batch_bytes=20_000)
+
+
+@pytest.fixture(scope="module")
+def encoded(corpus):
+    out = corpus["root"] / "shards"
+    manifest = encode.run(corpus["docs"], corpus["tokenizer"], str(out), CONFIG, options())
+    return out, manifest
+
+
+def decoded_documents(out: Path) -> dict[str, tuple[str, str, list[int]]]:
+    """doc_id -> (split, decoded text, tokens) over every shard in the manifest."""
+    manifest = json.loads((out / shards.MANIFEST).read_text())
+    tok = bpe.load(str(out / shards.TOKENIZER_FILE))
+    found = {}
+    for split, info in manifest["splits"].items():
+        for entry in info["shards"]:
+            shard = shards.open_shard(str(out / entry["path"]))
+            for i, doc_id in enumerate(shard.table.column("doc_id").to_pylist()):
+                ids = shard.document(i)
+                assert ids[-1] == manifest["tokenizer"]["eot_id"]
+                assert doc_id not in found
+                found[doc_id] = (split, bpe.decode(tok, ids[:-1]), ids.tolist())
+    return found
+
+
+def test_round_trip_documents_to_shards_to_text(corpus, encoded):
+    out, manifest = encoded
+    found = decoded_documents(out)
+    assert {d: t for d, (_, t, _) in found.items()} == corpus["texts"]
+    eot = manifest["tokenizer"]["eot_id"]
+    assert all(eot not in ids[:-1] for _, _, ids in found.values())  # the literal marker stays text
+    # The document without text is in the errors dataset, with its id and reason, not silently lost.
+    errors = datasets.read_rows(str(out), "errors")
+    assert [(e["source"], e["reason"]) for e in errors] == [("no-text", "missing_text")]
+
+
+def test_manifest_contract(corpus, encoded):
+    out, manifest = encoded
+    tok = bpe.load(corpus["tokenizer"])
+    assert manifest["format"] == "webtext-token-shards" and manifest["format_version"] == 1
+    assert manifest["tokenizer"] == {"fingerprint": bpe.tokenizer_fingerprint(tok), "vocab_size": 600,
+                                     "eot_id": 599, "eot_token": "<|endoftext|>", "file": "tokenizer.json"}
+    assert manifest["dtype"] == "uint16"
+    assert (out / "tokenizer.json").read_bytes() == (Path(corpus["tokenizer"]) / "tokenizer.json").read_bytes()
+    total_tokens = 0
+    for split in ("train", "val"):
+        info = manifest["splits"][split]
+        n = len(info["shards"])
+        assert [e["path"] for e in info["shards"]] == [f"{split}-{i:05d}-of-{n:05d}.arrow" for i in range(n)]
+        for e in info["shards"]:
+            data = (out / e["path"]).read_bytes()
+            assert e["bytes"] == len(data) and e["sha256"] == hashlib.sha256(data).hexdigest()
+            shard = shards.open_shard(str(out / e["path"]))
+            assert (e["tokens"], e["documents"]) == (len(shard.tokens), shard.num_documents) and e["documents"] > 0
+            assert isinstance(shard.table.schema.field("tokens").type, pa.ListType)
+            assert shard.tokens.dtype == np.uint16
+        assert info["tokens"] == sum(e["tokens"] for e in info["shards"])
+        total_tokens += info["tokens"]
+    assert manifest["totals"]["tokens"] == total_tokens
+    assert manifest["totals"]["documents"] == len(corpus["texts"])
+    assert manifest["splits"]["train"]["documents"] > manifest["splits"]["val"]["documents"] > 0
+    assert len(manifest["splits"]["train"]["shards"]) > 1
+    stats = json.loads((out / "_stats.json").read_text())
+    assert stats["counters"]["documents"] == len(corpus["texts"]) and stats["counters"]["error_missing_text"] == 1
+    assert stats["counters"]["tokens"] == total_tokens
+
+
+def test_split_by_id_and_seeded_order(corpus, encoded):
+    out, manifest = encoded
+    found = decoded_documents(out)
+    threshold = encode.val_threshold(CONFIG.val_fraction)
+    for doc_id, (split, _, _) in found.items():
+        assert (split == "val") == (encode.split_hash(doc_id) < threshold)
+    for split in ("train", "val"):
+        ids = [d for e in manifest["splits"][split]["shards"]
+               for d in shards.open_shard(str(out / e["path"])).table.column("doc_id").to_pylist()]
+        keys = [encode.order_key(CONFIG.seed, d) for d in ids]
+        assert keys == sorted(keys)  # shards, concatenated in order, are the seeded permutation
+        assert ids != sorted(ids)
+
+
+def test_shards_are_byte_identical_across_runs_and_worker_counts(corpus, encoded):
+    out, manifest = encoded
+    again = corpus["root"] / "again"
+    two = corpus["root"] / "two-workers"
+    encode.run(corpus["docs"], corpus["tokenizer"], str(again), CONFIG, options(1))
+    encode.run(corpus["docs"], corpus["tokenizer"], str(two), CONFIG, options(2))
+    names = sorted(p.name for p in out.glob("*.arrow")) + ["manifest.json", "tokenizer.json"]
+    for other in (again, two):
+        assert sorted(p.name for p in other.glob("*.arrow")) + ["manifest.json", "tokenizer.json"] == names
+        for name in names:
+            assert (other / name).read_bytes() == (out / name).read_bytes(), name
+        assert not (other / encode.RUNS_DIR).exists()
+
+
+def test_rerun_in_place_replaces_every_stale_shard(corpus, tmp_path):
+    out = tmp_path / "out"
+    encode.run(corpus["docs"], corpus["tokenizer"], str(out), CONFIG, options())
+    fewer = encode.EncodeConfig(val_fraction=0.1, shard_tokens=10**9, seed=7)
+    manifest = encode.run(corpus["docs"], corpus["tokenizer"], str(out), fewer, options())
+    assert sorted(p.name for p in out.glob("*.arrow")) == ["train-00000-of-00001.arrow", "val-00000-of-00001.arrow"]
+    assert manifest["totals"]["documents"] == len(corpus["texts"])
+
+
+def test_uint32_shards_for_a_vocabulary_above_65536(corpus, tmp_path):
+    tok = Tokenizer.from_str(small_tokenizer_json())
+    tok.add_tokens([AddedToken(f"\u2603{i:05d}", normalized=False) for i in range(65_000)])
+    tok.add_tokens([AddedToken(w, normalized=False) for w in (" the", " und", " de")])  # ids above 65,535
+    bpe.write(tok, str(tmp_path / "big"), {"source": "test"})
+    out = tmp_path / "shards"
+    manifest = encode.run(corpus["docs"], str(tmp_path / "big"), str(out), CONFIG, options())
+    assert manifest["dtype"] == "uint32" and manifest["tokenizer"]["vocab_size"] == bpe.vocab_size(tok) > 65_536
+    shard = shards.open_shard(str(out / manifest["splits"]["train"]["shards"][0]["path"]))
+    assert shard.tokens.dtype == np.uint32
+    found = decoded_documents(out)
+    assert 65_535 < max(max(ids) for _, _, ids in found.values()) < manifest["tokenizer"]["vocab_size"]
+    assert {d: t for d, (_, t, _) in found.items()} == corpus["texts"]
+
+
+def test_encode_command_then_verify(corpus, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert cli.main(["encode", "--docs", corpus["docs"], "--tokenizer", corpus["tokenizer"] + "/tokenizer.json",
+                     "--output", str(out), "--workers", "1", "--shard-tokens", "20000"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    # Default val fraction 0.0005 of ~45 documents admits none by hash: the smallest hash still makes val.
+    assert manifest["splits"]["val"]["documents"] == 1
+    assert manifest["config"]["val_fraction"] == encode.VAL_FRACTION
+    assert cli.main(["verify", str(out)]) == 0
+    assert "OK:" in capsys.readouterr().out
+    assert cli.main(["encode", "--docs", corpus["docs"], "--tokenizer", corpus["tokenizer"],
+                     "--output", str(out), "--val-fraction", "1.5"]) == 2
+
+
+def test_choose_split_guarantees_a_val_document_only_when_asked():
+    ids = [f"d{i}" for i in range(50)]
+    first = min((encode.split_hash(d), d) for d in ids)
+    tiny = encode.val_threshold(1e-9)
+    splits = [encode.choose_split(encode.split_hash(d), d, tiny, first, len(ids)) for d in ids]
+    assert splits.count("val") == 1
+    none = [encode.choose_split(encode.split_hash(d), d, 0, first, len(ids)) for d in ids]
+    assert none.count("val") == 0
+    assert encode.choose_split(first[0], first[1], tiny, first, 1) == "train"  # a lone document trains
+
+
+@pytest.mark.parametrize("sizes,shard_tokens", [
+    ([0] * 10, 5), ([100] * 64, 1000), ([1, 5000, 1, 1, 1, 3000, 0, 7], 1000), ([3] * 1000, 1 << 40)])
+def test_shard_plan_cuts_consecutive_ranges_of_about_the_target(sizes, shard_tokens):
+    hist = np.zeros(encode.ORDER_BUCKETS, dtype=np.int64)
+    hist[np.linspace(0, encode.ORDER_BUCKETS - 1, len(sizes)).astype(int)] = sizes
+    plan, n = encode.shard_plan(hist, shard_tokens)
+    assert np.all(np.diff(plan) >= 0) and plan[0] == 0 and plan.max() == n - 1
+    per_shard = np.bincount(plan, weights=hist, minlength=n)
+    assert per_shard.sum() == hist.sum()
+    if hist.sum():
+        assert np.all(per_shard > 0)  # no empty shard
+        assert n <= max(1, -(-hist.sum() // shard_tokens))
+    else:
+        assert n == 1
