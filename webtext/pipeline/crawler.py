@@ -1,0 +1,486 @@
+"""The polite crawler behind `webtext fetch`: one host group's links -> log rows (and WARC records).
+
+Plain Python, no Beam: `crawl_group` runs `concurrency` threads over the group's hosts. A host is a queue of
+links with at most `per_host` requests in flight and `host_delay` (or its robots.txt Crawl-delay, if longer)
+between them; a thread takes whichever host is ready first, so many hosts run at once and none is hammered.
+Waiting (host delays, retry backoff, Retry-After) is a time in the host's queue, never a sleeping thread.
+
+robots.txt (RFC 9309) is fetched once per origin per group, before that origin's first page: 2xx is parsed
+(Protego), 4xx allows all, 5xx and network failures disallow all (a transient error: the next run retries).
+Redirects are followed here, not in the client, so each hop is checked again: link filters, robots and,
+in the client, the address actually connected to.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as _dt
+import heapq
+import itertools
+import posixpath
+import random
+import threading
+import time
+import uuid
+from typing import Callable
+from urllib.parse import urljoin, urlsplit
+
+from protego import Protego
+
+from webtext.pipeline import fs
+from webtext.pipeline.http import (MAX_REDIRECTS, ClientConfig, FetchError, Hop, HttpClient, KiB, MiB,
+                                   RETRY_STATUSES)
+from webtext.pipeline.stats import Count
+from webtext.pipeline.warc import RecordWriter
+
+PER_HOST = 1                 # requests in flight per host
+HOST_DELAY_S = 1.0           # pause between two requests to one host
+CONCURRENCY = 64             # fetch threads per worker
+MAX_CRAWL_DELAY_S = 30.0     # a robots.txt Crawl-delay above this skips the host
+RETRIES = 2                  # extra attempts for 408/429/500/502/503/504, connection errors and timeouts
+BACKOFF_S = 2.0              # first retry waits about this long; doubles each time, with jitter
+MAX_RETRY_AFTER_S = 60.0     # a longer Retry-After is not waited for in this run (the next run retries)
+ROBOTS_MAX_BYTES = 512 * KiB  # RFC 9309: parse at least 500 KiB
+WARC_MAX_BYTES = 1024 * MiB  # roll to a new WARC file past this size
+WARC_DIR = "warc"
+
+
+@dataclasses.dataclass(frozen=True)
+class CrawlConfig:
+    client: ClientConfig = ClientConfig()
+    per_host: int = PER_HOST
+    host_delay: float = HOST_DELAY_S
+    concurrency: int = CONCURRENCY
+    robots: bool = True
+    max_crawl_delay: float = MAX_CRAWL_DELAY_S
+    retries: int = RETRIES
+    backoff: float = BACKOFF_S
+    max_retry_after: float = MAX_RETRY_AFTER_S
+    max_redirects: int = MAX_REDIRECTS
+    warc_max_bytes: int = WARC_MAX_BYTES
+
+    @property
+    def robots_agent(self) -> str:
+        """The product token robots.txt groups are matched against (`webtext` for the default agent)."""
+        return self.client.user_agent.split("/", 1)[0].split()[0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# robots.txt
+
+@dataclasses.dataclass(frozen=True)
+class Robots:
+    """One origin's robots.txt decision."""
+    parser: Protego | None = None     # None: allow everything (4xx, or robots off)
+    unreachable: str | None = None    # why robots.txt could not be read (everything disallowed)
+    crawl_delay: float = 0.0
+
+    def denies(self, url: str, agent: str) -> str | None:
+        if self.unreachable:
+            return f"robots.txt unreachable: {self.unreachable}"
+        if self.parser is not None and not self.parser.can_fetch(url, agent):
+            return "disallowed by robots.txt"
+        return None
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+
+def parse_robots(text: str, agent: str) -> Robots:
+    parser = Protego.parse(text)
+    delay = parser.crawl_delay(agent) or 0.0
+    rate = parser.request_rate(agent)
+    if rate is not None and rate.requests:
+        delay = max(delay, rate.seconds / rate.requests)
+    return Robots(parser=parser, crawl_delay=float(delay))
+
+
+class RobotsCache:
+    """robots.txt per origin, fetched at most once (concurrent askers wait for the first fetch)."""
+
+    def __init__(self, client: HttpClient, config: CrawlConfig, count: Count):
+        self.client, self.config, self.count = client, config, count
+        self._rules: dict[str, Robots] = {}
+        self._locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
+        self._lock = threading.Lock()
+
+    def peek(self, origin: str) -> Robots | None:
+        if not self.config.robots:
+            return Robots()
+        return self._rules.get(origin)
+
+    def get(self, origin: str) -> Robots:
+        found = self.peek(origin)
+        if found is not None:
+            return found
+        with self._lock:
+            lock = self._locks[origin]
+        with lock:
+            if origin not in self._rules:
+                self._rules[origin] = self._fetch(origin)
+            return self._rules[origin]
+
+    def _fetch(self, origin: str) -> Robots:
+        self.count("robots_fetched")
+        url = origin + "/robots.txt"
+        deadline = time.monotonic() + self.config.client.total_timeout
+        try:
+            for _ in range(self.config.max_redirects + 1):
+                hop = self.client.request(url, deadline, raw=True, max_bytes=ROBOTS_MAX_BYTES)
+                if hop.location is None:
+                    self.count("robots_2xx")
+                    return parse_robots(hop.body.decode("utf-8", "replace"), self.config.robots_agent)
+                url = urljoin(url, hop.location)
+            self.count("robots_unreachable")
+            return Robots(unreachable="too many redirects")
+        except FetchError as e:
+            if e.status is not None and 400 <= e.status < 500 and e.status != 429:
+                self.count("robots_4xx")
+                return Robots()
+            self.count("robots_unreachable")
+            return Robots(unreachable=f"{e.error}: {e.detail}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Scheduling: hosts ready soonest first
+
+@dataclasses.dataclass
+class Task:
+    link: dict
+    attempts: int = 0
+    elapsed: float = 0.0
+
+
+@dataclasses.dataclass
+class _Host:
+    name: str
+    queue: collections.deque
+    delay: float
+    in_flight: int = 0
+    not_before: float = 0.0
+    version: int = 0
+
+
+class HostScheduler:
+    """Hands out (host, task) pairs honouring per-host concurrency and delays; thread-safe."""
+
+    def __init__(self, links: list[dict], per_host: int, delay: float, clock: Callable[[], float] = time.monotonic):
+        by_host: dict[str, collections.deque] = {}
+        for link in links:
+            by_host.setdefault(link.get("host") or "", collections.deque()).append(Task(link))
+        self.hosts = {name: _Host(name, q, delay) for name, q in sorted(by_host.items())}
+        self.per_host, self.clock = per_host, clock
+        self.open = len(links)
+        self._heap: list[tuple[float, int, int, str]] = []
+        self._seq = itertools.count()
+        self._cv = threading.Condition()
+        for host in self.hosts.values():
+            self._push(host)
+
+    def _push(self, h: _Host) -> None:
+        if h.queue and h.in_flight < self.per_host:
+            h.version += 1
+            heapq.heappush(self._heap, (h.not_before, next(self._seq), h.version, h.name))
+
+    def take(self) -> tuple[_Host, Task] | None:
+        """The next task whose host may be contacted now; waits if none is ready; None when all are done."""
+        with self._cv:
+            while True:
+                if self.open == 0:
+                    return None
+                while self._heap:
+                    _, _, version, name = self._heap[0]
+                    h = self.hosts[name]
+                    if version == h.version and h.queue and h.in_flight < self.per_host:
+                        break
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cv.wait()
+                    continue
+                wait = self._heap[0][0] - self.clock()
+                if wait > 0:
+                    self._cv.wait(wait)
+                    continue
+                h = self.hosts[heapq.heappop(self._heap)[3]]
+                task = h.queue.popleft()
+                h.in_flight += 1
+                h.not_before = max(h.not_before, self.clock() + h.delay)
+                self._push(h)
+                return h, task
+
+    def finish(self, h: _Host, requeue: Task | None = None, contacted: bool = True,
+               wait: float = 0.0, delay: float | None = None) -> None:
+        """A task is done (`requeue` None) or goes back to the head of its host's queue. `contacted`: the
+        host was sent a request (its delay applies from now); `wait`: hold the host this much longer;
+        `delay`: the host's delay from now on (a robots.txt Crawl-delay)."""
+        with self._cv:
+            now = self.clock()
+            h.in_flight -= 1
+            if delay is not None:
+                h.delay = max(h.delay, delay)
+            if contacted:
+                h.not_before = max(h.not_before, now + h.delay)
+            if wait:
+                h.not_before = max(h.not_before, now + wait)
+            if requeue is None:
+                self.open -= 1
+                if self.open == 0:
+                    self._cv.notify_all()
+            else:
+                h.queue.appendleft(requeue)
+            self._push(h)
+            self._cv.notify()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# WARC output of one group
+
+class WarcSink:
+    """WARC files of one host group: written under temporary names, renamed to their final (deterministic)
+    names by `commit()` once the group is done, so a retried bundle rewrites the same names and a killed
+    one leaves only temporary files. Rolls to a new file past `max_bytes`. Thread-safe."""
+
+    def __init__(self, output_dir: str, prefix: str, max_bytes: int = WARC_MAX_BYTES):
+        self.output_dir, self.prefix, self.max_bytes = output_dir, prefix, max_bytes
+        self._lock = threading.Lock()
+        self._token = uuid.uuid4().hex[:12]
+        self._files: list[tuple[str, str]] = []   # (temporary path, final path)
+        self._f = None
+        self._writer: RecordWriter | None = None
+
+    def _final_name(self, part: int) -> str:
+        return f"{self.prefix}-{part:05d}.warc.gz"
+
+    def _open_next(self) -> None:
+        self._close_current()
+        name = self._final_name(len(self._files))
+        final = fs.join(self.output_dir, WARC_DIR, name)
+        tmp = fs.join(self.output_dir, WARC_DIR, f".tmp-{self._token}-{name}")
+        self._f = fs.open_write(tmp)
+        self._files.append((tmp, final))
+        self._writer = RecordWriter(self._f, posixpath.join(WARC_DIR, name))
+
+    def _close_current(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f, self._writer = None, None
+
+    def store(self, hop: Hop, fetched_at: str):
+        with self._lock:
+            if self._writer is None or self._writer.offset >= self.max_bytes:
+                self._open_next()
+            return self._writer.write_exchange(
+                hop.url, request_headers=hop.request_headers, status=hop.status, reason=hop.reason,
+                response_headers=hop.headers, body=hop.body, ip=hop.ip, date=fetched_at)
+
+    def commit(self) -> list[str]:
+        with self._lock:
+            self._close_current()
+            for tmp, final in self._files:
+                fs.rename(tmp, final)
+            return [final for _, final in self._files]
+
+    def abort(self) -> None:
+        with self._lock:
+            self._close_current()
+            fs.delete([tmp for tmp, _ in self._files if fs.exists(tmp)])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The group crawl
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def backoff_seconds(attempt: int, base: float, rng: random.Random) -> float:
+    """Exponential backoff with equal jitter: attempt 1 -> [base/2, base], 2 -> [base, 2 base], ..."""
+    full = base * (2 ** (attempt - 1))
+    return full / 2 + rng.uniform(0, full / 2)
+
+
+def no_filter(url: str) -> str | None:
+    return None
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What became of one link: a stored page (hop with body) or an error."""
+    final_url: str | None = None
+    hop: Hop | None = None
+    error: FetchError | None = None
+    redirects: int = 0
+    ip: str | None = None
+
+
+class GroupCrawler:
+    def __init__(self, client: HttpClient, config: CrawlConfig, count: Count,
+                 link_filter: Callable[[str], str | None] = no_filter, seed: int = 0):
+        self.client, self.config, self.count, self.link_filter = client, config, count, link_filter
+        self.robots = RobotsCache(client, config, count)
+        self.rng = random.Random(seed)
+
+    def follow(self, url: str, deadline: float) -> Outcome:
+        """One attempt at `url`, following redirects, each hop checked again."""
+        seen = {url}
+        out = Outcome(final_url=None)
+        agent = self.config.robots_agent
+        for hop_no in range(self.config.max_redirects + 1):
+            if hop_no:
+                why = self.link_filter(url)
+                if why:
+                    out.error = FetchError("filtered", f"redirect to {url}: {why}")
+                    return out
+            try:
+                denied = self.robots.get(origin_of(url)).denies(url, agent)
+            except ValueError as e:
+                out.error = FetchError("bad_url", str(e))
+                return out
+            if denied:
+                unreachable = denied.startswith("robots.txt unreachable")
+                out.error = FetchError("robots", denied + (f" (after redirect to {url})" if hop_no else ""),
+                                       transient=unreachable)
+                return out
+            try:
+                hop = self.client.request(url, deadline)
+            except FetchError as e:
+                out.error, out.ip = e, e.ip or out.ip
+                if e.ip:
+                    out.final_url = url
+                return out
+            out.final_url, out.ip = url, hop.ip
+            if hop.location is None:
+                out.hop = hop
+                return out
+            out.redirects += 1
+            try:
+                nxt = urljoin(url, hop.location)
+                scheme = urlsplit(nxt).scheme.lower()
+            except ValueError as e:
+                out.error = FetchError("redirects", f"bad Location {hop.location!r}: {e}", status=hop.status)
+                return out
+            if scheme not in ("http", "https"):
+                out.error = FetchError("filtered", f"redirect to scheme {scheme!r}", status=hop.status)
+                return out
+            if nxt in seen:
+                out.error = FetchError("redirects", f"redirect loop back to {nxt}", status=hop.status)
+                return out
+            seen.add(nxt)
+            url = nxt
+        out.error = FetchError("redirects", f"more than {self.config.max_redirects} redirects")
+        return out
+
+    def crawl(self, links: list[dict], sink: WarcSink | None, run: int = 1) -> list[dict]:
+        """Log rows for `links` (one per link), storing successful pages in `sink`."""
+        cfg = self.config
+        sched = HostScheduler(links, cfg.per_host, cfg.host_delay)
+        rows: list[dict] = []
+        rows_lock = threading.Lock()
+
+        def emit(task: Task, outcome: Outcome, started: str) -> None:
+            row = log_row(task.link, outcome, task.attempts, task.elapsed, started, run)
+            if outcome.hop is not None and sink is not None:
+                loc = sink.store(outcome.hop, started)
+                row.update(warc_file=loc.path, warc_offset=loc.offset, warc_length=loc.length,
+                           payload_digest=loc.digest)
+            self.count("links_done")
+            self.count("fetched" if row["error"] is None else f"error_{row['error']}")
+            with rows_lock:
+                rows.append(row)
+
+        def work() -> None:
+            while True:
+                taken = sched.take()
+                if taken is None:
+                    return
+                host, task = taken
+                try:
+                    self._step(sched, host, task, emit)
+                except Exception as e:  # a bug must cost one link, not the group
+                    self.count("internal_errors")
+                    sched.finish(host, contacted=False)
+                    emit(task, Outcome(error=FetchError("internal", f"{type(e).__name__}: {e}")), utc_now())
+
+        threads = [threading.Thread(target=work, name=f"fetch-{i}", daemon=True)
+                   for i in range(max(1, min(cfg.concurrency, len(links))))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(rows) == len(links), (len(rows), len(links))
+        return rows
+
+    def _step(self, sched: HostScheduler, host: _Host, task: Task, emit) -> None:
+        cfg = self.config
+        url = task.link.get("url") or ""
+        try:
+            origin = origin_of(url)
+        except ValueError:
+            origin = None
+        if origin and self.robots.peek(origin) is None:
+            # The origin's first request is its robots.txt; the page waits its turn behind the host delay.
+            rules = self.robots.get(origin)
+            keep = rules.crawl_delay <= cfg.max_crawl_delay
+            sched.finish(host, requeue=task, delay=rules.crawl_delay if keep else None)
+            return
+        rules = self.robots.peek(origin) if origin else None
+        if rules is not None and rules.crawl_delay > cfg.max_crawl_delay:
+            sched.finish(host, contacted=False)
+            emit(task, Outcome(error=FetchError(
+                "crawl_delay", f"Crawl-delay {rules.crawl_delay:g}s > {cfg.max_crawl_delay:g}s")), utc_now())
+            return
+        started = utc_now()
+        t0 = time.monotonic()
+        task.attempts += 1
+        outcome = self.follow(url, t0 + cfg.client.total_timeout)
+        task.elapsed += time.monotonic() - t0
+        err = outcome.error
+        contacted = err is None or err.ip is not None or outcome.redirects > 0
+        if err is not None and err.transient and task.attempts <= cfg.retries and err.error != "robots":
+            ra = err.retry_after
+            if ra is not None and ra > cfg.max_retry_after:
+                err.detail += f" (Retry-After {ra:g}s > {cfg.max_retry_after:g}s: left for the next run)"
+                self.count("retry_after_over_cap")
+            else:
+                wait = max(ra or 0.0, backoff_seconds(task.attempts, cfg.backoff, self.rng))
+                self.count("retries")
+                sched.finish(host, requeue=task, contacted=contacted, wait=wait)
+                return
+        sched.finish(host, contacted=contacted)
+        emit(task, outcome, started)
+
+
+def log_row(link: dict, outcome: Outcome, attempts: int, elapsed: float, fetched_at: str, run: int) -> dict:
+    err, hop = outcome.error, outcome.hop
+    status = hop.status if hop is not None else (err.status if err is not None else None)
+    return {
+        "url": link.get("url"),
+        "key": link.get("key"),
+        "host": link.get("host"),
+        "final_url": outcome.final_url,
+        "status": status,
+        "error": err.error if err is not None else None,
+        "error_detail": " ".join(err.detail.split())[:1000] if err is not None else None,
+        "transient": bool(err.transient) if err is not None else False,
+        "attempts": attempts,
+        "redirects": outcome.redirects,
+        "bytes": len(hop.body) if hop is not None else None,
+        "content_type": hop.content_type if hop is not None else None,
+        "charset": hop.charset if hop is not None else None,
+        "charset_source": hop.charset_source if hop is not None else None,
+        "elapsed_s": round(elapsed, 6),
+        "fetched_at": fetched_at,
+        "warc_file": None,
+        "warc_offset": None,
+        "warc_length": None,
+        "payload_digest": None,
+        "ip": outcome.ip,
+        "run": run,
+        "score": link.get("score"),
+        "num_submissions": link.get("num_submissions"),
+        "subreddits": link.get("subreddits"),
+        "first_created_utc": link.get("first_created_utc"),
+    }
