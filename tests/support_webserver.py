@@ -6,8 +6,10 @@ start) that serves the real pages of ../shared/data/web/trafilatura-eval on any 
 address), with realistic headers (Date, Server, ETag, Last-Modified, Cache-Control, gzip/br/deflate
 Content-Encoding when accepted), plus misbehaving endpoints under `/x/` on every host.
 
-It keeps its own log: every request (host, path, start, end) and, per virtual host, the highest number of
-requests it was serving at once, so politeness is checked from the server's side.
+It keeps its own log of every request: (host, path, start, answer), where `start` is when the request had
+been read and `answer` when the server began to send the response. A client that waits for one response
+before sending its next request makes these intervals disjoint, so `max_concurrent(host)` (the most
+intervals that overlap) checks politeness from the server's side, free of thread-scheduling noise.
 
     with LoopbackWeb(latency=0.0) as web:
         url = web.url("host3.test", web.page_path(0))
@@ -57,7 +59,8 @@ class RequestRecord:
     host: str
     path: str
     start: float
-    end: float = 0.0
+    answer: float = 0.0    # when the response's first byte was about to be sent
+    end: float = 0.0       # when the handler finished
     user_agent: str = ""
     status: int = 0
 
@@ -92,14 +95,20 @@ class _Page:
         return self._enc[encoding]
 
 
+_BOMBS: dict[str, bytes] = {}
+
+
 def _bomb(kind: str) -> bytes:
+    if kind in _BOMBS:
+        return _BOMBS[kind]
     zeros = b"\0" * (1 << 20)
     if kind == "br":
         c = brotli.Compressor(quality=1)
-        out = b"".join(c.process(zeros) for _ in range(BOMB_BYTES >> 20)) + c.finish()
-        return out
-    c = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    return b"".join(c.compress(zeros) for _ in range(BOMB_BYTES >> 20)) + c.flush()
+        _BOMBS[kind] = b"".join(c.process(zeros) for _ in range(BOMB_BYTES >> 20)) + c.finish()
+    else:
+        c = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        _BOMBS[kind] = b"".join(c.compress(zeros) for _ in range(BOMB_BYTES >> 20)) + c.flush()
+    return _BOMBS[kind]
 
 
 def self_signed_cert(directory: str, names: tuple[str, ...]) -> tuple[str, str]:
@@ -126,8 +135,8 @@ def self_signed_cert(directory: str, names: tuple[str, ...]) -> tuple[str, str]:
 
 class LoopbackWeb:
     def __init__(self, addresses: tuple[str, ...] = ("127.0.0.1",), latency: float = 0.0, pages: int | None = None,
-                 https: bool = False, robots: dict[str, Robots] | None = None, quiet_robots_404: bool = True):
-        self.addresses, self.latency, self.https = addresses, latency, https
+                 https: bool = False, robots: dict[str, Robots] | None = None, bombs: bool = True):
+        self.addresses, self.latency, self.https, self.bombs = addresses, latency, https, bombs
         self.robots: dict[str, Robots] = dict(robots or {})
         self.files = page_files(pages)
         if not self.files:
@@ -135,15 +144,11 @@ class LoopbackWeb:
         self._pages: dict[str, _Page] = {}
         self._pages_lock = threading.Lock()
         self.log: list[RequestRecord] = []
-        self.in_flight: collections.Counter = collections.Counter()
-        self.max_in_flight: collections.Counter = collections.Counter()
-        self.max_total_in_flight = 0
         self.hits: collections.Counter = collections.Counter()   # (host, path) -> requests
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self._servers: list[http.server.ThreadingHTTPServer] = []
         self._threads: list[threading.Thread] = []
-        self._bombs: dict[str, bytes] = {}
         self.port = 0
         self.tls_port = 0
         self._tmp = None
@@ -177,12 +182,12 @@ class LoopbackWeb:
 
     def bomb(self, kind: str) -> bytes:
         with self._pages_lock:
-            if kind not in self._bombs:
-                self._bombs[kind] = _bomb(kind)
-            return self._bombs[kind]
+            return _bomb(kind)
 
     # -- life cycle ---------------------------------------------------------------------------------------
     def start(self) -> "LoopbackWeb":
+        if self.bombs:  # made before serving: a bomb must not look slow
+            self.bomb("gzip"), self.bomb("br")
         handler = _make_handler(self)
         for i, address in enumerate(self.addresses):
             server = _Server((address, self.port), handler)
@@ -220,6 +225,23 @@ class LoopbackWeb:
         self.close()
 
     # -- the server's own log -----------------------------------------------------------------------------
+    def max_concurrent(self, host: str | None = None) -> int:
+        """The most requests (to `host`, or to any host) the server was handling at one time: overlapping
+        (start, answer) intervals."""
+        with self.lock:
+            recs = [r for r in self.log if host is None or r.host == host]
+        events = sorted([(r.start, 1) for r in recs] + [(r.answer or float("inf"), -1) for r in recs])
+        best = now = 0
+        for _, step in events:  # at equal times an answer (-1) sorts before a start (+1)
+            now += step
+            best = max(best, now)
+        return best
+
+    def max_concurrent_per_host(self) -> dict[str, int]:
+        with self.lock:
+            hosts = sorted({r.host for r in self.log})
+        return {h: self.max_concurrent(h) for h in hosts}
+
     def requests_to(self, host: str, path: str | None = None) -> list[RequestRecord]:
         with self.lock:
             return [r for r in self.log if r.host == host and (path is None or r.path == path)]
@@ -251,9 +273,6 @@ def _make_handler(web: LoopbackWeb):
             with web.lock:
                 web.log.append(rec)
                 web.hits[(host, parts.path)] += 1
-                web.in_flight[host] += 1
-                web.max_in_flight[host] = max(web.max_in_flight[host], web.in_flight[host])
-                web.max_total_in_flight = max(web.max_total_in_flight, sum(web.in_flight.values()))
             self.close_connection = True
             try:
                 if web.latency:
@@ -263,12 +282,12 @@ def _make_handler(web: LoopbackWeb):
                 pass
             finally:
                 rec.end = time.monotonic()
-                with web.lock:
-                    web.in_flight[host] -= 1
+                rec.answer = rec.answer or rec.end
 
         # -- helpers ----------------------------------------------------------------------------------
         def _head(self, status, headers, rec):
             rec.status = status
+            rec.answer = time.monotonic()
             self.send_response(status)
             for k, v in headers:
                 self.send_header(k, v)
@@ -326,6 +345,7 @@ def _make_handler(web: LoopbackWeb):
                     self.wfile.flush()
                 return
             if name == "drip-headers":  # headers that never end
+                rec.answer = time.monotonic()
                 self.wfile.write(b"HTTP/1.1 200 OK\r\n")
                 for i in range(100000):
                     if web.stop.wait(float(q.get("every", 0.2))):
@@ -449,3 +469,39 @@ def write_links(directory, urls: list[str], score: int = 3) -> list[dict]:
     rows.sort(key=lambda r: r["key"])
     (Path(directory) / datasets.shard_name("links", 0, 1)).write_bytes(datasets.table_bytes(rows, schema))
     return rows
+
+
+class NonLoopbackConnect(AssertionError):
+    pass
+
+
+def loopback_only(monkeypatch) -> list:
+    """Make any connect to a non-loopback address fail loudly (and record it) for the rest of the test, so a
+    guard that lets one through is caught before a packet leaves. Returns the list of refused addresses."""
+    import ipaddress
+
+    refused: list = []
+    original_connect, original_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def check(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            host = address[0]
+            try:
+                ok = ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+            except ValueError:
+                ok = False  # a name: resolution inside connect would bypass the client's checks
+            if not ok:
+                refused.append(host)
+                raise NonLoopbackConnect(f"test guard: connect to non-loopback {host!r} refused")
+
+    def connect(sock, address):
+        check(sock, address)
+        return original_connect(sock, address)
+
+    def connect_ex(sock, address):
+        check(sock, address)
+        return original_connect_ex(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    return refused

@@ -153,6 +153,8 @@ class AddressPolicy:
             ip = ipaddress.ip_address(address.split("%", 1)[0])
         except ValueError:
             return f"not an IP address: {address!r}"
+        if ip.version == 6 and ip.ipv4_mapped:  # a socket to ::ffff:a.b.c.d talks to a.b.c.d
+            ip = ip.ipv4_mapped
         if any(ip.version == net.version and ip in net for net in self.allow):
             return None
         if _not_public(ip):
