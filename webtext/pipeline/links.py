@@ -55,8 +55,8 @@ LINKS_SCHEMA = pa.schema([
 ])
 
 # Drop reasons in the order the rules are applied: each submission is counted under the first rule it fails.
-DROP_REASONS = ("low_karma", "self_post", "date", "subreddit", "nsfw", "scheme", "wikipedia", "domain",
-                "extension")
+DROP_REASONS = ("low_karma", "self_post", "date", "subreddit", "nsfw", "scheme", "extension", "wikipedia",
+                "domain")
 # Error reasons (the `reason` column of the errors dataset).
 ERROR_REASONS = ("bad_json", "not_object", "missing_field", "bad_type", "bad_url", "damaged_file")
 
@@ -131,7 +131,9 @@ def check_submission(obj, rules: LinkRules) -> tuple[str, str | None, Submission
     sid = obj.get("id")
     if type(sid) is not str or not sid:
         raise Rejected("missing_field" if sid is None else "bad_type", f"id is {sid!r}"[:100])
-    created = _int_field(obj, "created_utc")
+    created = obj.get("created_utc")
+    if type(created) is not int:
+        created = _int_field(obj, "created_utc")
 
     if rules.karma == "per-submission" and score < rules.min_karma:
         return "drop", "low_karma", None
@@ -147,6 +149,8 @@ def check_submission(obj, rules: LinkRules) -> tuple[str, str | None, Submission
         return "drop", "nsfw", None
     if urls.scheme_of(url) not in rules.schemes:
         return "drop", "scheme", None
+    if rules.blocked_extensions and urls.blocked_extension(urls.path_of(url), rules.blocked_extensions):
+        return "drop", "extension", None  # before parse_url, which costs ~100x more
     try:
         parsed = urls.parse_url(url)
     except urls.UrlError as e:
@@ -155,8 +159,6 @@ def check_submission(obj, rules: LinkRules) -> tuple[str, str | None, Submission
         return "drop", "wikipedia", None
     if urls.host_in(parsed.host, rules.exclude_domains):
         return "drop", "domain", None
-    if rules.blocked_extensions and urls.blocked_extension(parsed.path, rules.blocked_extensions):
-        return "drop", "extension", None
     return "keep", parsed.key, (score, created, sid, subreddit, url.strip())
 
 
@@ -319,7 +321,7 @@ def funnel(counters: dict, rules: LinkRules) -> list[tuple[str, int]]:
         if n or reason in ("low_karma", "self_post", "wikipedia"):
             left -= n
             rows.append((labels[reason], left))
-        if reason == "scheme" and counters.get("error_bad_url"):
+        if reason == "extension" and counters.get("error_bad_url"):
             left -= counters["error_bad_url"]
             rows.append(("URL parses", left))
     rows.append(("kept submissions", counters.get("kept_submissions", 0)))

@@ -6,6 +6,7 @@ path and scheme the rules look at. Later stages (fetch, extract) import this mod
     parse_url(url) -> ParsedUrl        raises UrlError for a URL that cannot be parsed
     normalize_url(url) -> str          the dedup key (parse_url(url).key)
     host_of(url) -> str                lowercase IDNA host, no port, no trailing dot
+    scheme_of(url), path_of(url)       scheme and path as written: cheap, for rules that run before parsing
     is_wikipedia(host) -> bool         every Wikipedia domain, every language, mobile too
     host_in(host, domains) -> bool     host or one of its parent domains is in `domains`
     blocked_extension(path, blocklist) the file extension if `path` names a non-HTML file, else None
@@ -132,6 +133,14 @@ def scheme_of(url: str) -> str:
     """Lowercase scheme, without parsing the rest: cheap enough to run before `parse_url`."""
     head, sep, _ = url.strip().partition(":")
     return head.lower() if sep else ""
+
+
+def path_of(url: str) -> str:
+    """The path of `url` as written, without query and fragment; cheap (string cuts, no validation), so
+    rules on the path can run before `parse_url`."""
+    rest = url.split("#", 1)[0].split("?", 1)[0].partition("://")[2]
+    slash = rest.find("/")
+    return rest[slash:] if slash >= 0 else ""
 
 
 def is_wikipedia(host: str) -> bool:
