@@ -1,0 +1,127 @@
+"""The extractor sandbox: real trafilatura in real child processes, fed real and hostile pages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from webtext.pipeline.sandbox import ExtractorPool, SandboxConfig
+from webtext.pipeline.stats import dict_counter
+
+from support_extract import eval_pages
+
+ARTICLE = ("<html><head><title>Harbour notes</title></head><body><article><h1>Harbour notes</h1>"
+           + "".join(f"<p>Paragraph {i}: the ferry left the harbour at dawn while gulls circled the old "
+                     f"lighthouse, and the fishermen mended their nets on the quay.</p>" for i in range(12))
+           + "</article></body></html>")
+
+
+def hostile_pages() -> dict[str, str]:
+    slow = ("<html><body>" + "".join(f"<p>Line {i} of a page that takes long to extract, with words.</p>"
+                                     for i in range(25_000)) + "</body></html>")
+    huge = ARTICLE.replace("</body>", "<script>var data = '" + "A" * 50_000_000 + "';</script></body>")
+    return {
+        "deep": "<html><body>" + "<div>" * 100_000 + "deep text " * 50 + "</div>" * 100_000 + "</body></html>",
+        "huge": huge,
+        "garbage": os.urandom(200_000).decode("latin-1"),
+        "empty": "",
+        "blank": " \n\t \r\n   ",
+        "slow": slow,
+    }
+
+
+def real_pages(n: int) -> list[tuple[str, str, str]]:
+    """The n smallest real pages of an evenly spread sample: quick to extract under a short deadline."""
+    pages = sorted(eval_pages(60), key=lambda p: len(p["body"]))[:n]
+    return [(p["url"], p["body"].decode("utf-8", "replace"), p["url"]) for p in pages]
+
+
+def test_hostile_pages_are_counted_by_reason_and_the_rest_extracted():
+    real = real_pages(6)
+    hostile = hostile_pages()
+    tasks = [(f"hostile:{name}", html, None) for name, html in hostile.items()]
+    # Hostile pages interleaved with real ones, so real pages run on children that replaced killed ones.
+    mixed = [t for pair in zip(real, tasks) for t in pair]
+    totals, count = dict_counter()
+    config = SandboxConfig(processes=2, timeout_s=1.5, max_html_chars=2_000_000)
+    with ExtractorPool(config, count) as pool:
+        outcomes = {o.task_id: o for o in pool.extract_all(mixed)}
+
+    assert set(outcomes) == {t[0] for t in mixed}
+    reasons = {k[len("hostile:"):]: o.reason for k, o in outcomes.items() if k.startswith("hostile:")}
+    assert reasons == {"deep": "empty", "huge": "ok", "garbage": "empty", "empty": "empty", "blank": "empty",
+                       "slow": "timeout"}
+    assert "Harbour notes" in outcomes["hostile:huge"].title
+    assert "the ferry left the harbour" in outcomes["hostile:huge"].text
+    assert outcomes["hostile:huge"].truncated and totals["html_truncated"] == 1
+    assert "killed" in outcomes["hostile:slow"].detail
+    for url, _, _ in real:
+        assert outcomes[url].reason == "ok", (url, outcomes[url].detail)
+        assert len(outcomes[url].text) > 200
+    assert totals["children_replaced"] == 1           # the timed-out child
+    assert totals["children_started"] == 2 + 1
+
+
+def test_a_child_that_dies_mid_page_is_a_crash_and_is_replaced():
+    slow = hostile_pages()["slow"]
+    totals, count = dict_counter()
+    with ExtractorPool(SandboxConfig(processes=1, timeout_s=60), count) as pool:
+        pool.start()
+        assert not pool.submit("slow", slow)
+        victim = pool.pids()[0]
+        # What a segfault in lxml looks like from outside: the child dies of SIGSEGV while on a page.
+        threading.Timer(0.5, os.kill, (victim, signal.SIGSEGV)).start()
+        crashed = pool.drain()
+        after = list(pool.extract_all([("article", ARTICLE, None)]))
+        assert pool.pids() != [victim]
+    assert [(o.task_id, o.reason) for o in crashed] == [("slow", "crash")]
+    assert "SIGSEGV" in crashed[0].detail
+    assert [(o.task_id, o.reason) for o in after] == [("article", "ok")]
+    assert totals["children_replaced"] == 1
+
+
+def test_children_are_recycled_every_n_pages():
+    real = real_pages(7)
+    totals, count = dict_counter()
+    with ExtractorPool(SandboxConfig(processes=1, recycle_after=3), count) as pool:
+        first = pool.pids()
+        outcomes = list(pool.extract_all(real))
+        assert pool.pids() != first
+    assert sorted(o.task_id for o in outcomes) == sorted(t[0] for t in real)
+    assert all(o.reason == "ok" for o in outcomes)
+    assert totals["children_recycled"] == 2
+    assert totals["children_started"] == 3
+
+
+def test_a_child_over_its_memory_limit_reports_memory_and_is_replaced():
+    # A child idles at ~170 MB of address space; parsing ~2 MB of tiny elements needs far more than 250 MB.
+    bloat = "<html><body>" + "<p><b>x</b></p>" * 140_000 + "</body></html>"
+    totals, count = dict_counter()
+    with ExtractorPool(SandboxConfig(processes=1, memory_mb=250, timeout_s=60), count) as pool:
+        outcomes = list(pool.extract_all([("bloat", bloat, None), ("article", ARTICLE, None)]))
+    got = {o.task_id: o.reason for o in outcomes}
+    assert got["bloat"] in ("memory", "crash"), outcomes  # MemoryError, or the allocator aborting
+    assert got["article"] == "ok"
+    assert totals["children_replaced"] == 1
+
+
+def test_a_page_never_waits_on_a_busy_child():
+    """With two children, a page that hangs one child does not hold up the pages behind it."""
+    slow = hostile_pages()["slow"]
+    real = real_pages(4)
+    with ExtractorPool(SandboxConfig(processes=2, timeout_s=30)) as pool:
+        start = time.monotonic()
+        done_at = {}
+        for o in pool.extract_all([("slow", slow, None)] + real):
+            done_at[o.task_id] = time.monotonic() - start
+    assert max(done_at[u] for u, _, _ in real) < done_at["slow"]
+
+
+@pytest.mark.parametrize("bad", [{"processes": 0}])
+def test_bad_config_is_refused(bad):
+    with pytest.raises(ValueError):
+        ExtractorPool(SandboxConfig(**bad))
