@@ -154,7 +154,7 @@ def sample_lines(n: int, month: str = "2017-10", seed: int = 0,
     seconds = calendar.monthrange(year, mon)[1] * 86400
     serial0 = (year * 12 + mon) * 10_000_000
     recent: list[str] = []
-    malformed_k = 0
+    malformed_k = mon  # so each month's file starts on a different kind of damage
     for i in range(n):
         serial = serial0 + i
         d = dict(_TEMPLATE)
