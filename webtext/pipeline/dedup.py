@@ -1,0 +1,604 @@
+"""Remove exact and near-duplicate documents (MinHash LSH with clustering computed in Beam) and keep one
+document per cluster.
+
+Exact duplicates share the hash of their normalised text (case, whitespace and punctuation folded). Among
+the rest, near duplicates are found by MinHash over word n-gram shingles (signatures identical to
+datasketch's) and LSH bands; candidate pairs are checked by Jaccard similarity (--verify) and joined into
+clusters by connected components computed in Beam, so transitive chains (A~B, B~C) end in one cluster. Each
+cluster keeps its highest-scored document (no score counts as lowest; ties go to the smallest doc_id); the
+`clusters` table lists every member of every cluster with the reason it was kept or removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from typing import Iterable
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from webtext.pipeline import components, datasets, fs, minhash
+from webtext.pipeline.beam import add_runner_arguments, pipeline_options
+from webtext.pipeline.errors import ERRORS, ERRORS_SCHEMA, error_row, error_sort_key
+from webtext.pipeline.stats import BeamCounters, Count, Timer, collect_counters, print_funnel, write_stats
+
+STAGE = "dedup"
+DOCUMENTS = "documents"
+CLUSTERS = "clusters"
+WORK_DIR = "_work"                 # edge sets of extra clustering passes; removed when the stage finishes
+DOCUMENT_ROWS_PER_SHARD = 50_000   # as the extract stage: a shard's sort stays in the low hundreds of MB
+CLUSTER_ROWS_PER_SHARD = 1_000_000
+READ_SLICE_ROWS = 8192             # rows per reading task: spreads one big input file over workers
+LSH_BATCH = 1024                   # documents per band-partitioning batch
+LSH_PARTITIONS = 256               # buckets are spread over this many groups (the LSH work per task)
+VERIFY_CHOICES = ("exact", "estimate", "none")
+VERIFY = "exact"                   # candidate pairs below the threshold never join a cluster
+
+KEPT, EXACT, NEAR = "kept", "exact_duplicate", "near_duplicate"
+REASONS = (KEPT, EXACT, NEAR)
+ERROR_REASONS = ("missing_doc_id", "missing_text", "duplicate_doc_id")
+
+CLUSTERS_SCHEMA = pa.schema([
+    pa.field("doc_id", pa.string(), nullable=False),
+    pa.field("cluster_id", pa.string(), nullable=False),   # the smallest doc_id in the cluster
+    pa.field("cluster_size", pa.int64(), nullable=False),
+    pa.field("kept", pa.bool_(), nullable=False),
+    pa.field("reason", pa.string(), nullable=False),       # kept / exact_duplicate / near_duplicate
+])
+
+SKETCH_COLUMNS = ["doc_id", "text", "score"]
+
+EXAMPLE = """\
+  webtext dedup --docs /tmp/documents --output /tmp/deduped --workers 1
+  webtext dedup --docs /tmp/documents --output /tmp/deduped --threshold 0.7 --verify estimate
+  webtext dedup --docs /tmp/documents --output /tmp/deduped --bands 16 --rows 8 --verify none
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class DedupConfig:
+    ngram: int = minhash.NGRAM
+    num_perm: int = minhash.NUM_PERM
+    seed: int = minhash.SEED
+    scheme: str = minhash.SCHEME
+    threshold: float = minhash.THRESHOLD
+    fn_weight: float = minhash.FN_WEIGHT
+    bands: int | None = None        # with rows: the LSH setting as given; else optimised for the threshold
+    rows: int | None = None
+    verify: str = VERIFY
+    cc_rounds: int = components.ROUNDS
+    lsh_partitions: int = LSH_PARTITIONS
+
+    def __post_init__(self):
+        if self.ngram < 1 or self.num_perm < 1 or self.lsh_partitions < 1:
+            raise ValueError("ngram, num_perm and lsh_partitions must be positive")
+        if self.verify not in VERIFY_CHOICES:
+            raise ValueError(f"verify must be one of {VERIFY_CHOICES}, got {self.verify!r}")
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("give --bands and --rows together, or neither (then --threshold decides them)")
+        if self.bands is not None and (self.bands < 1 or self.rows < 1 or self.bands * self.rows > self.num_perm):
+            raise ValueError(f"bands x rows must be at most num_perm ({self.num_perm}), got "
+                             f"{self.bands} x {self.rows}")
+
+    def lsh(self) -> tuple[int, int]:
+        if self.bands is not None:
+            return self.bands, self.rows
+        return minhash.lsh_params(self.threshold, self.num_perm, self.fn_weight)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Plain functions
+
+def check_document(row: dict) -> str | None:
+    """The error reason of a row that cannot be deduplicated, or None."""
+    if not row.get("doc_id"):
+        return "missing_doc_id"
+    if row.get("text") is None:
+        return "missing_text"
+    return None
+
+
+def keep_order(member: tuple) -> tuple:
+    """Sort key of cluster members (doc_id, score, exact_key): the first is kept. Highest score first, no
+    score last, then the smallest doc_id."""
+    doc_id, score, _ = member
+    return (score is None, -(score or 0), doc_id)
+
+
+def cluster_rows(cluster_id: str, members: Iterable[tuple]) -> list[dict]:
+    """The clusters-table rows of one cluster from its members (doc_id, score, exact_key)."""
+    members = sorted(set(members), key=keep_order)
+    kept_key = members[0][2]
+    rows = []
+    for i, (doc_id, _, key) in enumerate(members):
+        reason = KEPT if i == 0 else (EXACT if key == kept_key else NEAR)
+        rows.append({"doc_id": doc_id, "cluster_id": cluster_id, "cluster_size": len(members),
+                     "kept": i == 0, "reason": reason})
+    return rows
+
+
+def bucket_edges(keys: np.ndarray, ids: list[str]) -> set[tuple[str, str]]:
+    """Edges between documents that share a bucket: each one to the smallest doc_id of its bucket (a star
+    keeps the bucket connected with one edge per member, not one per pair)."""
+    if len(keys) < 2:
+        return set()
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    bounds = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+    starts = np.concatenate(([0], bounds))
+    ends = np.concatenate((bounds, [len(ordered)]))
+    edges = set()
+    for s, e in zip(starts[ends - starts > 1].tolist(), ends[ends - starts > 1].tolist()):
+        members = {ids[i] for i in order[s:e].tolist()}
+        centre = min(members)
+        edges.update((m, centre) for m in members if m != centre)
+    return edges
+
+
+def similarity(payload_a: bytes, payload_b: bytes, verify: str, dtype) -> float:
+    """Jaccard similarity of two documents from their verification payloads: distinct shingle hashes
+    (exact) or MinHash signatures (estimate)."""
+    if verify == "exact":
+        return minhash.jaccard_of_hashes(np.frombuffer(payload_a, np.uint32), np.frombuffer(payload_b, np.uint32))
+    return minhash.estimated_jaccard(np.frombuffer(payload_a, dtype), np.frombuffer(payload_b, dtype))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading
+
+def _file_slices(path: str, slice_rows: int):
+    with fs.open_read(path) as f:
+        rows = pq.ParquetFile(f).metadata.num_rows
+    for start in range(0, max(rows, 1), slice_rows):
+        yield path, start, min(start + slice_rows, rows)
+
+
+def _read_slice(task, columns):
+    path, start, end = task
+    seen = 0
+    with fs.open_read(path) as f:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=1024, columns=columns):
+            lo, hi = max(start - seen, 0), min(end - seen, batch.num_rows)
+            seen += batch.num_rows
+            if lo < hi:
+                yield from batch.slice(lo, hi - lo).to_pylist()
+            if seen >= end:
+                return
+
+
+class ReadDocuments(beam.PTransform):
+    """Rows of a documents dataset, read in slices of `slice_rows` so that one big file is spread over
+    workers (each task decodes the file up to the end of its slice and converts only its own rows)."""
+
+    def __init__(self, docs_dir: str, columns: list[str] | None = None, slice_rows: int = READ_SLICE_ROWS):
+        super().__init__()
+        self.docs_dir, self.columns, self.slice_rows = docs_dir, columns, slice_rows
+
+    def expand(self, pbegin):
+        paths = datasets.shard_paths(self.docs_dir, DOCUMENTS)
+        if not paths:
+            raise FileNotFoundError(f"{self.docs_dir}: no dataset {DOCUMENTS!r} "
+                                    f"({datasets.shard_pattern(self.docs_dir, DOCUMENTS)})")
+        return (pbegin
+                | "Paths" >> beam.Create(paths)
+                | "Slices" >> beam.FlatMap(_file_slices, self.slice_rows)
+                | "Spread" >> beam.Reshuffle()
+                | "Rows" >> beam.FlatMap(_read_slice, self.columns))
+
+
+def input_schema(docs_dir: str) -> pa.Schema:
+    """The documents schema as the input files declare it: the output keeps it exactly."""
+    paths = datasets.shard_paths(docs_dir, DOCUMENTS)
+    if not paths:
+        raise FileNotFoundError(f"{docs_dir}: no dataset {DOCUMENTS!r}")
+    with fs.open_read(paths[0]) as f:
+        return pq.read_schema(f)
+
+
+@beam.typehints.with_output_types(typing.Any)  # main and tagged outputs mixed
+class _CheckDocuments(beam.DoFn):
+    def __init__(self, count: Count):
+        self.count = count
+
+    def process(self, row):
+        reason = check_document(row)
+        if reason is None:
+            yield row
+            return
+        self.count(f"error_{reason}")
+        yield beam.pvalue.TaggedOutput(ERRORS, error_row(
+            STAGE, row.get("url") or row.get("doc_id") or "", None, reason,
+            f"document row without {reason.removeprefix('missing_')}", repr(row)[:1000]))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sketches, exact groups, LSH candidates, verification
+
+META, EXACT_EDGES, PAYLOADS = "meta", "exact_edges", "payloads"
+
+
+@beam.typehints.with_output_types(typing.Any)  # main and tagged outputs mixed
+class _Sketch(beam.DoFn):
+    """One document -> (exact_key, (doc_id, score, band keys)) and, when verifying, its payload."""
+
+    def __init__(self, cfg: DedupConfig, count: Count, signatures: bool = True):
+        self.cfg, self.count, self.signatures = cfg, count, signatures
+
+    def setup(self):
+        self.hasher = minhash.MinHasher(self.cfg.num_perm, self.cfg.seed, self.cfg.scheme)
+        self.bands, self.rows = self.cfg.lsh()
+
+    def process(self, row):
+        self.count("documents_in")
+        normalized = minhash.normalize(row["text"])
+        key = minhash.exact_key(normalized)
+        if not self.signatures:
+            yield key, (row["doc_id"], row["score"], None)
+            return
+        if not normalized:
+            self.count("empty_after_normalisation")  # kept out of LSH; exact duplicates of each other only
+            yield key, (row["doc_id"], row["score"], None)
+            return
+        hashes = minhash.shingle_hashes(normalized, self.cfg.ngram)
+        if normalized.count(" ") + 1 < self.cfg.ngram:
+            self.count("shorter_than_shingle")
+        sig = self.hasher.signature(hashes)
+        bands = minhash.band_keys(sig.reshape(1, -1), self.bands, self.rows)[0].tobytes()
+        yield key, (row["doc_id"], row["score"], bands)
+        if self.cfg.verify == "exact":
+            yield beam.pvalue.TaggedOutput(PAYLOADS, (row["doc_id"], np.unique(hashes).tobytes()))
+        elif self.cfg.verify == "estimate":
+            yield beam.pvalue.TaggedOutput(PAYLOADS, (row["doc_id"], sig.tobytes()))
+
+
+@beam.typehints.with_output_types(typing.Any)  # main and tagged outputs mixed
+class _ExactGroups(beam.DoFn):
+    """Documents with one exact key: the smallest doc_id represents them in LSH; the others are linked to
+    it by an edge. Every document's (score, exact_key) goes out for choosing what to keep."""
+
+    def __init__(self, count: Count):
+        self.count = count
+
+    def process(self, element):
+        key, members = element
+        by_id = {}
+        for doc_id, score, bands in members:
+            by_id.setdefault(doc_id, []).append((score, bands))
+        rep = min(by_id)
+        for doc_id, entries in sorted(by_id.items()):
+            yield beam.pvalue.TaggedOutput(META, (doc_id, [(score, key) for score, _ in entries]))
+            if doc_id != rep:
+                yield beam.pvalue.TaggedOutput(EXACT_EDGES, (doc_id, rep))
+        if len(by_id) > 1:
+            self.count("exact_groups")
+        bands = by_id[rep][0][1]
+        if bands is not None:
+            yield rep, bands
+
+
+class _BandPartitions(beam.DoFn):
+    """A batch of (doc_id, band keys) -> one element per partition of the bucket space, holding that
+    partition's (bucket key, doc_id) pairs as arrays: few, large elements instead of one per band."""
+
+    def __init__(self, bands: int, partitions: int):
+        self.bands, self.partitions = bands, partitions
+
+    def process(self, batch):
+        ids = [doc_id for doc_id, _ in batch]
+        keys = np.frombuffer(b"".join(b for _, b in batch), np.uint64).reshape(len(batch), self.bands).ravel()
+        owner = np.repeat(np.arange(len(batch)), self.bands)
+        part = keys % np.uint64(self.partitions)
+        order = np.argsort(part, kind="stable")
+        part, keys, owner = part[order], keys[order], owner[order]
+        bounds = np.flatnonzero(part[1:] != part[:-1]) + 1
+        for s, e in zip(np.concatenate(([0], bounds)).tolist(), np.concatenate((bounds, [len(part)])).tolist()):
+            yield int(part[s]), (keys[s:e].tobytes(), [ids[i] for i in owner[s:e].tolist()])
+
+
+class _BucketEdges(beam.DoFn):
+    def __init__(self, count: Count):
+        self.count = count
+
+    def process(self, element):
+        _, chunks = element
+        keys, ids = [], []
+        for key_bytes, chunk_ids in chunks:
+            keys.append(np.frombuffer(key_bytes, np.uint64))
+            ids.extend(chunk_ids)
+        edges = bucket_edges(np.concatenate(keys), ids)
+        self.count("lsh_candidate_edges", len(edges))
+        yield from sorted(edges)
+
+
+class LshCandidates(beam.PTransform):
+    """(doc_id, band keys) -> candidate edges (child, parent): documents sharing a bucket in some band."""
+
+    def __init__(self, bands: int, partitions: int, count: Count):
+        super().__init__()
+        self.bands, self.partitions, self.count = bands, partitions, count
+
+    def expand(self, sketches):
+        return (sketches
+                | "Batch" >> beam.BatchElements(min_batch_size=LSH_BATCH, max_batch_size=LSH_BATCH)
+                | "Partition" >> beam.ParDo(_BandPartitions(self.bands, self.partitions))
+                | "GroupPartitions" >> beam.GroupByKey()
+                | "Buckets" >> beam.ParDo(_BucketEdges(self.count)))
+
+
+def _pair_payloads(element):
+    doc_id, grouped = element
+    payloads = list(grouped["payload"])
+    if not payloads:
+        return
+    for parent in grouped["as_child"]:
+        yield (doc_id, parent), (0, payloads[0])
+    for child in grouped["as_parent"]:
+        yield (child, doc_id), (1, payloads[0])
+
+
+class _Verify(beam.DoFn):
+    def __init__(self, verify: str, threshold: float, dtype, count: Count):
+        self.verify, self.threshold, self.dtype, self.count = verify, threshold, dtype, count
+
+    def process(self, element):
+        pair, sides = element
+        sides = dict(sides)
+        if len(sides) < 2:
+            return
+        if similarity(sides[0], sides[1], self.verify, self.dtype) >= self.threshold:
+            self.count("verified_edges")
+            yield pair
+        else:
+            self.count("rejected_edges")
+
+
+class VerifyCandidates(beam.PTransform):
+    """Candidate edges whose Jaccard similarity (exact, or MinHash's estimate) reaches the threshold. Each
+    document's payload is shuffled once, then once more per candidate edge it is part of."""
+
+    def __init__(self, payloads, verify: str, threshold: float, dtype, count: Count):
+        super().__init__()
+        self.payloads, self.verify, self.threshold, self.dtype, self.count = \
+            payloads, verify, threshold, dtype, count
+
+    def expand(self, edges):
+        edges = edges | "Distinct" >> beam.Distinct()
+        return ({"payload": self.payloads,
+                 "as_child": edges | "ByChild" >> beam.MapTuple(lambda c, p: (c, p)),
+                 "as_parent": edges | "ByParent" >> beam.MapTuple(lambda c, p: (p, c))}
+                | "JoinPayloads" >> beam.CoGroupByKey()
+                | "PairPayloads" >> beam.FlatMap(_pair_payloads)
+                | "ByPair" >> beam.GroupByKey()
+                | "Verify" >> beam.ParDo(_Verify(self.verify, self.threshold, self.dtype, self.count)))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Clusters and the documents kept
+
+def _membership(star):
+    child, parent = star
+    return [(child, parent), (parent, parent)]
+
+
+@beam.typehints.with_output_types(typing.Any)  # main and tagged outputs mixed
+class _Members(beam.DoFn):
+    """(doc_id, {meta, root}) -> (root, (doc_id, score, exact_key)) for documents in a cluster; a doc_id
+    that came in more than once is an input error and joins no cluster."""
+
+    def __init__(self, count: Count):
+        self.count = count
+
+    def process(self, element):
+        doc_id, grouped = element
+        metas = [m for entries in grouped[META] for m in entries]
+        if len(metas) > 1:
+            self.count("error_duplicate_doc_id", len(metas))
+            yield beam.pvalue.TaggedOutput("duplicate", doc_id)
+            return
+        roots = set(grouped["root"])
+        if roots and metas:
+            (root,) = roots
+            score, key = metas[0]
+            yield root, (doc_id, score, key)
+
+
+class _Clusters(beam.DoFn):
+    def __init__(self, count: Count):
+        self.count = count
+
+    def process(self, element):
+        root, members = element
+        rows = cluster_rows(root, members)
+        self.count("clusters")
+        for r in rows:
+            self.count(r["reason"] if r["reason"] != KEPT else "kept_from_clusters")
+            yield r
+
+
+class ResolveClusters(beam.PTransform):
+    """Settled star edges + per-document meta -> clusters-table rows, and the doc_ids that are removed
+    (with their reason) as the second output."""
+
+    def __init__(self, meta, count: Count):
+        super().__init__()
+        self.meta, self.count = meta, count
+
+    def expand(self, stars):
+        members = ({META: self.meta, "root": stars | "Membership" >> beam.FlatMap(_membership)}
+                   | "JoinMeta" >> beam.CoGroupByKey()
+                   | "Members" >> beam.ParDo(_Members(self.count)).with_outputs("duplicate", main="members"))
+        rows = (members.members
+                | "ByCluster" >> beam.GroupByKey()
+                | "Choose" >> beam.ParDo(_Clusters(self.count)))
+        removed = (rows
+                   | "Removed" >> beam.Filter(lambda r: not r["kept"])
+                   | "RemovedIds" >> beam.Map(lambda r: (r["doc_id"], r["reason"])))
+        duplicates = members.duplicate | "DuplicateIds" >> beam.Map(lambda d: (d, "duplicate_doc_id"))
+        return rows, (removed, duplicates) | "Drop" >> beam.Flatten()
+
+
+@beam.typehints.with_output_types(typing.Any)  # main and tagged outputs mixed
+class _KeepDocuments(beam.DoFn):
+    def __init__(self, count: Count):
+        self.count = count
+
+    def process(self, row, dropped):
+        reason = dropped.get(row["doc_id"])
+        if reason is None:
+            self.count("kept")
+            yield row
+        elif reason == "duplicate_doc_id":
+            yield beam.pvalue.TaggedOutput(ERRORS, error_row(
+                STAGE, row["url"] or row["doc_id"], None, reason,
+                f"doc_id {row['doc_id']} appears in more than one input row; doc_ids must be unique",
+                row["url"]))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The stage
+
+def _documents_and_meta(p, docs_dir: str, cfg: DedupConfig, count: Count, signatures: bool):
+    read = p | "ReadForSketch" >> ReadDocuments(docs_dir, SKETCH_COLUMNS + ["url"])
+    checked = read | "Check" >> beam.ParDo(_CheckDocuments(count)).with_outputs(ERRORS, main="rows")
+    sketches = checked.rows | "Sketch" >> beam.ParDo(_Sketch(cfg, count, signatures)).with_outputs(
+        PAYLOADS, main="sketches")
+    groups = (sketches.sketches
+              | "ByExactKey" >> beam.GroupByKey()
+              | "ExactGroups" >> beam.ParDo(_ExactGroups(count)).with_outputs(META, EXACT_EDGES, main="reps"))
+    return checked[ERRORS], sketches[PAYLOADS], groups
+
+
+def _write_outputs(p, docs_dir: str, output_dir: str, schema: pa.Schema, stars, meta, errors, count: Count):
+    clusters, dropped = stars | "Resolve" >> ResolveClusters(meta, count)
+    kept = (p
+            | "ReadForOutput" >> ReadDocuments(docs_dir)
+            | "CheckAgain" >> beam.Filter(lambda r: check_document(r) is None)
+            | "Keep" >> beam.ParDo(_KeepDocuments(count), dropped=beam.pvalue.AsDict(dropped)).with_outputs(
+                ERRORS, main="rows"))
+    _ = kept.rows | "WriteDocuments" >> datasets.WriteDataset(
+        output_dir, DOCUMENTS, schema, lambda r: r["doc_id"], DOCUMENT_ROWS_PER_SHARD)
+    _ = clusters | "WriteClusters" >> datasets.WriteDataset(
+        output_dir, CLUSTERS, CLUSTERS_SCHEMA, lambda r: r["doc_id"], CLUSTER_ROWS_PER_SHARD)
+    _ = ((errors, kept[ERRORS]) | "AllErrors" >> beam.Flatten()
+         | "WriteErrors" >> datasets.WriteDataset(output_dir, ERRORS, ERRORS_SCHEMA, error_sort_key))
+
+
+def run_dedup(docs_dir: str, output_dir: str, cfg: DedupConfig, options_for_pass, quiet: bool = False) -> dict:
+    """Run the stage; `options_for_pass(i)` gives the PipelineOptions of each pipeline it runs (pass 0 is
+    the main one). Returns the stats written to `_stats.json`."""
+    timer = Timer()
+    schema = input_schema(docs_dir)
+    missing = {"doc_id", "text", "score"} - set(schema.names)
+    if missing:
+        raise ValueError(f"{docs_dir}: documents lack the columns {sorted(missing)}")
+    bands, rows = cfg.lsh()
+    curve = minhash.s_curve(bands, rows, sorted(set(minhash.S_CURVE_POINTS) | {cfg.threshold}))
+    work = fs.join(output_dir, WORK_DIR)
+    fs.makedirs(output_dir)
+    for name in (DOCUMENTS, CLUSTERS, ERRORS):
+        datasets.remove_dataset(output_dir, name)
+    count = BeamCounters(STAGE)
+    dtype = minhash.MinHasher(cfg.num_perm, cfg.seed, cfg.scheme).dtype
+
+    with beam.Pipeline(options=options_for_pass(0)) as p:
+        errors, payloads, groups = _documents_and_meta(p, docs_dir, cfg, count, signatures=True)
+        candidates = groups.reps | "LSH" >> LshCandidates(bands, cfg.lsh_partitions, count)
+        if cfg.verify != "none":
+            candidates = candidates | "Verify" >> VerifyCandidates(payloads, cfg.verify, cfg.threshold, dtype, count)
+        stars = ((groups[EXACT_EDGES], candidates)
+                 | "AllEdges" >> beam.Flatten()
+                 | "Components" >> components.ConnectedComponents(STAGE, cfg.cc_rounds))
+        _ = stars | "SaveEdges" >> components.WriteEdges(fs.join(work, "pass0"))
+        _write_outputs(p, docs_dir, output_dir, schema, stars, groups[META], errors, count)
+    counters = collect_counters(p.result, STAGE)
+    passes = 1
+    if counters.get(components.UNSETTLED, 0):
+        # Clusters too deep for one pass: settle the saved edges, then choose again from the settled ones.
+        extra, final_dir = components.settle(work, options_for_pass, STAGE, cfg.cc_rounds)
+        passes += extra
+        for name in (DOCUMENTS, CLUSTERS, ERRORS):
+            datasets.remove_dataset(output_dir, name)
+        with beam.Pipeline(options=options_for_pass(passes)) as p:
+            errors, _, groups = _documents_and_meta(p, docs_dir, cfg, count, signatures=False)
+            stars = (p | "ReadEdges" >> datasets.ReadDataset(final_dir, components.EDGES)
+                     | "AsEdges" >> beam.Map(lambda r: (r["child"], r["parent"])))
+            _write_outputs(p, docs_dir, output_dir, schema, stars, groups[META], errors, count)
+        resolved = collect_counters(p.result, STAGE)
+        counters = {**counters, **{k: v for k, v in resolved.items() if k != components.UNSETTLED}}
+        counters[components.UNSETTLED] = 0
+        counters = dict(sorted(counters.items()))
+    fs.delete(fs.glob_or_empty(fs.join(work, "*", "*")))
+    fs.delete(fs.glob_or_empty(fs.join(work, "*")))
+    fs.delete(fs.glob_or_empty(work))
+
+    documents_in = counters.get("documents_in", 0)
+    drops = {"exact_duplicate": counters.get(EXACT, 0), "near_duplicate": counters.get(NEAR, 0),
+             "duplicate_doc_id": counters.get("error_duplicate_doc_id", 0)}
+    config = {**dataclasses.asdict(cfg), "bands": bands, "rows": rows, "docs": docs_dir}
+    stats = write_stats(output_dir, STAGE, config, counters, timer, drops=drops, s_curve=curve,
+                        cc_passes=passes, documents_out=counters.get("kept", 0))
+    if not quiet:
+        print_funnel(f"dedup: {docs_dir} -> {output_dir}", [
+            ("documents read", documents_in + sum(counters.get(f"error_{r}", 0) for r in ERROR_REASONS[:2])),
+            ("valid documents", documents_in),
+            ("exact duplicates removed", drops["exact_duplicate"]),
+            ("near duplicates removed", drops["near_duplicate"]),
+            ("duplicate doc_id (errors)", drops["duplicate_doc_id"]),
+            ("documents kept", counters.get("kept", 0)),
+        ])
+        print(f"LSH {bands} bands x {rows} rows over {cfg.num_perm} permutations; probability of becoming a "
+              f"candidate pair by Jaccard similarity: "
+              + ", ".join(f"{s}: {p:.3f}" for s, p in curve.items())
+              + f"; clustering took {passes} pass(es)", file=sys.stderr)
+    return stats
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CLI
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = DedupConfig()
+    parser.add_argument("--docs", required=True, help="directory holding the extract stage's documents dataset")
+    parser.add_argument("--output", required=True, help="output directory (documents, clusters, errors, _stats.json)")
+    g = parser.add_argument_group("near duplicates")
+    g.add_argument("--ngram", type=int, default=d.ngram, help=f"words per shingle (default: {d.ngram})")
+    g.add_argument("--num-perm", type=int, default=d.num_perm, help=f"MinHash permutations (default: {d.num_perm})")
+    g.add_argument("--seed", type=int, default=d.seed, help=f"MinHash seed (default: {d.seed})")
+    g.add_argument("--scheme", choices=minhash.SCHEMES, default=d.scheme,
+                   help=f"datasketch permutation scheme (default: {d.scheme})")
+    g.add_argument("--threshold", type=float, default=d.threshold,
+                   help=f"Jaccard similarity of near duplicates (default: {d.threshold})")
+    g.add_argument("--fn-weight", type=float, default=d.fn_weight,
+                   help="weight of false negatives when --threshold picks bands x rows (datasketch's optimisation; "
+                        f"false positives weigh 1 - this, and --verify removes them) (default: {d.fn_weight})")
+    g.add_argument("--bands", type=int, help="LSH bands (with --rows; default: optimised for --threshold)")
+    g.add_argument("--rows", type=int, help="LSH rows per band (with --bands)")
+    g.add_argument("--verify", choices=VERIFY_CHOICES, default=d.verify,
+                   help="check candidate pairs by exact Jaccard of their shingles, by MinHash's estimate, or not "
+                        f"at all, before they join a cluster (default: {d.verify})")
+    g.add_argument("--cc-rounds", type=int, default=d.cc_rounds,
+                   help=f"connected-components rounds per pipeline pass (default: {d.cc_rounds})")
+    g.add_argument("--lsh-partitions", type=int, default=d.lsh_partitions,
+                   help=f"groups the LSH buckets are spread over (default: {d.lsh_partitions})")
+    add_runner_arguments(parser)
+
+
+def config_from_args(args: argparse.Namespace) -> DedupConfig:
+    return DedupConfig(ngram=args.ngram, num_perm=args.num_perm, seed=args.seed, scheme=args.scheme,
+                       threshold=args.threshold, fn_weight=args.fn_weight, bands=args.bands, rows=args.rows,
+                       verify=args.verify, cc_rounds=args.cc_rounds, lsh_partitions=args.lsh_partitions)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        cfg = config_from_args(args)
+    except ValueError as e:
+        print(f"webtext dedup: {e}", file=sys.stderr)
+        return 2
+    run_dedup(args.docs, args.output, cfg, lambda i: pipeline_options(args, f"{STAGE}-{i}" if i else STAGE))
+    return 0

@@ -1,0 +1,239 @@
+"""Near-duplicate detection logic, free of Beam: text normalisation, word n-gram shingles, bulk MinHash
+signatures identical to datasketch's, LSH banding and its S-curve, and Jaccard similarities.
+
+Signatures are bit-for-bit those of `datasketch.MinHash(num_perm, seed, scheme).update_batch(shingles)`
+(tests/test_minhash.py checks it): the permutations are taken from a datasketch MinHash, shingles are hashed
+with SHA-1 like `datasketch.hashfunc.sha1_hash32`, and the permutation step is datasketch's numpy
+arithmetic. What is faster is the bulk path around it: the shingles of a document are byte slices of one
+encoded string (no per-shingle join or encode) and their hashes go through the permutations as one matrix.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import sys
+import unicodedata
+from typing import Iterable
+
+import numpy as np
+
+NGRAM = 5                 # words per shingle (the issue's --ngram)
+NUM_PERM = 128            # MinHash permutations
+SEED = 1                  # datasketch's default seed: our signatures equal datasketch's own defaults
+SCHEME = "affine32"       # datasketch 2.0's default permutation scheme; "legacy" = datasketch < 2.0
+SCHEMES = ("affine32", "legacy")
+THRESHOLD = 0.8           # Jaccard similarity at which two documents count as near duplicates
+FN_WEIGHT = 0.9           # weight of false negatives in datasketch's optimisation (false positives: 1 - it)
+S_CURVE_POINTS = (0.5, 0.7, 0.8, 0.9)
+PERMUTE_CHUNK = 4096      # shingles per permutation matrix (CHUNK x num_perm values): bounds memory
+
+_MAX_HASH32 = np.uint32((1 << 32) - 1)
+_MERSENNE_PRIME = np.uint64((1 << 61) - 1)   # datasketch's _mersenne_prime (legacy scheme)
+_LEGACY_MAX_HASH = np.uint64((1 << 32) - 1)  # datasketch's _max_hash (legacy scheme)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Normalisation
+
+def _fold_class(lo: int, hi: int) -> str:
+    """A regex character class of the code points in [lo, hi] that normalisation folds into a space:
+    punctuation, symbols, separators, control and format characters."""
+    ranges, start = [], None
+    for cp in range(lo, hi + 2):
+        fold = cp <= hi and (unicodedata.category(chr(cp))[0] in "PSZ"
+                             or unicodedata.category(chr(cp)) in ("Cc", "Cf") or chr(cp).isspace())
+        if fold and start is None:
+            start = cp
+        elif not fold and start is not None:
+            ranges.append((start, cp - 1))
+            start = None
+    return "[" + "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
+                         for a, b in ranges) + "]+"
+
+
+@functools.cache
+def _bmp_fold():
+    # A class of Basic Multilingual Plane characters only compiles to a bitmap (fast); one reaching
+    # past U+FFFF compiles to a list of ranges scanned per character, several times slower.
+    return re.compile(_fold_class(0, 0xFFFF))
+
+
+@functools.cache
+def _astral_fold():
+    # The lookahead rejects a BMP character with one range test before the long astral class is scanned.
+    return re.compile(f"(?:(?=[\\U00010000-\\U0010ffff]){_fold_class(0x10000, sys.maxunicode)[:-1]})+")
+
+
+def normalize(text: str) -> str:
+    """Text as compared for duplicates: case folded, every run of punctuation, symbols and whitespace
+    folded into one space, no space at either end. Letters, digits and combining marks stay."""
+    text = _bmp_fold().sub(" ", text.casefold())
+    if text and max(text) > "\uffff":   # emoji and other astral symbols: rare, so checked only when present
+        text = _astral_fold().sub(" ", text)
+    return text.strip(" ")
+
+
+def exact_key(normalized: str) -> str:
+    """The exact-duplicate key: a 128-bit hash of the normalised text, as hex."""
+    return hashlib.blake2b(normalized.encode("utf-8"), digest_size=16).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Shingles
+
+def _shingle_spans(data: bytes, ngram: int) -> tuple[np.ndarray, np.ndarray]:
+    """Byte offsets (starts, ends) of the word n-grams of normalised text encoded as UTF-8. Words are
+    separated by exactly one space, and a UTF-8 multi-byte sequence never contains the byte 0x20, so
+    splitting the bytes at 0x20 splits the text at its spaces."""
+    if not data:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    spaces = np.flatnonzero(np.frombuffer(data, np.uint8) == 0x20)
+    starts = np.concatenate(([0], spaces + 1))
+    ends = np.concatenate((spaces, [len(data)]))
+    if len(starts) < ngram:  # shorter than one shingle: the whole text is the one shingle
+        return starts[:1], ends[-1:]
+    return starts[: len(starts) - ngram + 1], ends[ngram - 1:]
+
+
+def shingles(normalized: str, ngram: int = NGRAM) -> list[bytes]:
+    """The word n-grams of normalised text as UTF-8 bytes, in order (repeats included); a text of fewer
+    than `ngram` words is one shingle; an empty text has none."""
+    data = normalized.encode("utf-8")
+    starts, ends = _shingle_spans(data, ngram)
+    return [data[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
+
+
+def shingle_hashes(normalized: str, ngram: int = NGRAM) -> np.ndarray:
+    """`datasketch.hashfunc.sha1_hash32` of every shingle, as uint32, in shingle order."""
+    data = normalized.encode("utf-8")
+    starts, ends = _shingle_spans(data, ngram)
+    if not len(starts):
+        return np.zeros(0, np.uint32)
+    view, sha1 = memoryview(data), hashlib.sha1
+    digests = b"".join([sha1(view[s:e]).digest() for s, e in zip(starts.tolist(), ends.tolist())])
+    # sha1_hash32 = the first 4 digest bytes read little-endian; a digest is 20 bytes = 5 uint32 words.
+    return np.frombuffer(digests, "<u4")[::5].astype(np.uint32)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# MinHash
+
+def _fmix32(hv: np.ndarray) -> np.ndarray:
+    """The MurmurHash3 32-bit finalizer, as datasketch applies it before the affine32 permutations."""
+    hv = hv ^ (hv >> np.uint32(16))
+    hv = hv * np.uint32(0x85EBCA6B)
+    hv = hv ^ (hv >> np.uint32(13))
+    hv = hv * np.uint32(0xC2B2AE35)
+    return hv ^ (hv >> np.uint32(16))
+
+
+class MinHasher:
+    """Signatures of shingle hash arrays, equal to datasketch's MinHash with the same num_perm, seed and
+    scheme. Holds only the permutation parameters, so it is cheap to pickle to workers."""
+
+    def __init__(self, num_perm: int = NUM_PERM, seed: int = SEED, scheme: str = SCHEME):
+        if scheme not in SCHEMES:
+            raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+        from datasketch import MinHash
+
+        self.num_perm, self.seed, self.scheme = num_perm, seed, scheme
+        a, b = MinHash(num_perm=num_perm, seed=seed, scheme=scheme).permutations
+        self.dtype = np.uint32 if scheme == "affine32" else np.uint64
+        self.a = np.asarray(a, dtype=self.dtype)
+        self.b = np.asarray(b, dtype=self.dtype)
+        self.empty = np.full(num_perm, _MAX_HASH32 if scheme == "affine32" else _LEGACY_MAX_HASH, self.dtype)
+
+    def signature(self, hashes: np.ndarray) -> np.ndarray:
+        """The MinHash signature (num_perm values) of a document's shingle hashes; all-max when empty,
+        like a datasketch MinHash that was never updated."""
+        sig = self.empty.copy()
+        with np.errstate(over="ignore"):  # the wraparound is the arithmetic (mod 2^32 / 2^64)
+            for i in range(0, len(hashes), PERMUTE_CHUNK):
+                chunk = hashes[i:i + PERMUTE_CHUNK]
+                if self.scheme == "affine32":
+                    phv = _fmix32(chunk.astype(np.uint32)).reshape(-1, 1) * self.a + self.b
+                else:
+                    hv = chunk.astype(np.uint64).reshape(-1, 1)
+                    phv = np.bitwise_and((hv * self.a + self.b) % _MERSENNE_PRIME, _LEGACY_MAX_HASH)
+                np.minimum(sig, phv.min(axis=0), out=sig)
+        return sig
+
+    def signature_of_text(self, normalized: str, ngram: int = NGRAM) -> np.ndarray:
+        return self.signature(shingle_hashes(normalized, ngram))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# LSH
+
+def lsh_params(threshold: float = THRESHOLD, num_perm: int = NUM_PERM,
+               fn_weight: float = FN_WEIGHT) -> tuple[int, int]:
+    """(bands, rows) from datasketch's own optimisation (`datasketch.lsh._optimal_param`): the setting
+    that minimises the weighted area of false positives below and false negatives above the threshold."""
+    from datasketch.lsh import _optimal_param
+
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    if not 0.0 <= fn_weight <= 1.0:
+        raise ValueError(f"fn_weight must be in [0, 1], got {fn_weight}")
+    return _optimal_param(threshold, num_perm, 1.0 - fn_weight, fn_weight)
+
+
+def candidate_probability(similarity: float, bands: int, rows: int) -> float:
+    """The S-curve: probability that two documents of this Jaccard similarity share at least one bucket."""
+    return 1.0 - (1.0 - similarity ** rows) ** bands
+
+
+def s_curve(bands: int, rows: int, points: Iterable[float] = S_CURVE_POINTS) -> dict[str, float]:
+    return {f"{p:g}": round(candidate_probability(p, bands, rows), 4) for p in points}
+
+
+_BAND_PRIME = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xFF51AFD7ED558CCD)
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xC4CEB9FE1A85EC53)
+    return h ^ (h >> np.uint64(33))
+
+
+def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """For signatures of shape (n, num_perm): an (n, bands) uint64 array, one 64-bit hash of each band's
+    `rows` values (band i = values [i*rows, (i+1)*rows), as datasketch's MinHashLSH slices them). Two
+    documents share the bucket of band i exactly when their band values are equal, up to a 2^-64 chance
+    of a hash collision (which --verify catches)."""
+    sigs = np.asarray(signatures)
+    if sigs.ndim != 2 or sigs.shape[1] < bands * rows:
+        raise ValueError(f"signatures of shape {sigs.shape} cannot give {bands} bands x {rows} rows")
+    cube = sigs[:, : bands * rows].astype(np.uint64).reshape(len(sigs), bands, rows)
+    h = np.broadcast_to(np.arange(1, bands + 1, dtype=np.uint64) * _BAND_PRIME, (len(sigs), bands)).copy()
+    with np.errstate(over="ignore"):
+        for j in range(rows):
+            h = _fmix64((h ^ cube[:, :, j]) * _BAND_PRIME)
+    return h
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Similarities (for --verify and tests)
+
+def jaccard(a: Iterable, b: Iterable) -> float:
+    """Exact Jaccard similarity of two sets; 1.0 for two empty sets."""
+    a, b = set(a), set(b)
+    union = len(a | b)
+    return len(a & b) / union if union else 1.0
+
+
+def jaccard_of_hashes(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact Jaccard similarity of two arrays of sorted, distinct shingle hashes."""
+    if not len(a) and not len(b):
+        return 1.0
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    return inter / (len(a) + len(b) - inter)
+
+
+def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> float:
+    """MinHash's estimate: the share of equal signature values (datasketch's MinHash.jaccard)."""
+    return float(np.count_nonzero(sig_a == sig_b)) / len(sig_a)
