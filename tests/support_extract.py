@@ -60,8 +60,9 @@ def write_warc(path: Path, pages: list[dict]) -> list[warc.RecordLocation]:
 def write_fetch_dir(fetch_dir: Path, pages: list[dict], not_fetched: list[str] = ()) -> list[dict]:
     """A fetch output directory: `warc/part-0.warc.gz` holding `pages`, and the `log` dataset with one row per
     page (charset and content type as given, else utf-8 and text/html) plus a failed row per `not_fetched`
-    URL. Page keys: url, body, and optionally content_type, charset, status, score, subreddits, warc_offset
-    (to log a wrong offset on purpose). Returns the log rows."""
+    URL. Page keys: url, body, and optionally content_type, charset, status, score, subreddits, and
+    offset_of (the index of another page whose record offset to log: a wrong offset on purpose). Returns the
+    log rows."""
     (fetch_dir / "warc").mkdir(parents=True, exist_ok=True)
     locations = write_warc(fetch_dir / "warc" / "part-0.warc.gz", pages)
     rows = []
@@ -71,7 +72,7 @@ def write_fetch_dir(fetch_dir: Path, pages: list[dict], not_fetched: list[str] =
             url=p["url"], key=parsed.key, host=parsed.host, final_url=p["url"], status=p.get("status", 200),
             bytes=len(p["body"]), content_type=p.get("content_type", "text/html"),
             charset=p.get("charset", "utf-8"), charset_source="header", warc_file="warc/part-0.warc.gz",
-            warc_offset=p.get("warc_offset", loc.offset), warc_length=loc.length, payload_digest=loc.digest,
+            warc_offset=locations[p.get("offset_of", i)].offset, warc_length=loc.length, payload_digest=loc.digest,
             score=p.get("score", 3 + i), num_submissions=1, subreddits=p.get("subreddits", ["programming"]),
             first_created_utc=1_400_000_000 + i))
     for url in not_fetched:
