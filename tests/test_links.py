@@ -353,3 +353,42 @@ def test_same_output_bytes_for_one_and_two_workers(tmp_path, capsys):
         assert stats.read_stats(str(out))["counters"]["lines_read"] == 18_000
     assert len([f for f in outs[1] if f.startswith("links-")]) > 1
     assert outs[1] == outs[2]
+
+
+def test_file_links_decides_every_line_as_check_submission_does(tmp_path):
+    # file_links short-cuts the commonest case inline; it must agree with the rules line by line,
+    # malformed lines of every kind included.
+    lines = list(sample_lines(5000, month="2017-12", seed=9, malformed_every=40))
+    lines += [b"   ", b'{"id":"z","url":"http://a.com","score":1,"created_utc":"1500000000"}',
+              b'{"id":"","url":"http://a.com","score":1,"created_utc":1}', b'{"id":"y","url":7,"score":1}']
+    path = write_lines(str(tmp_path / "RS_2017-12.ndjson"), lines)
+    for rules in (links.LinkRules(), links.LinkRules(karma="sum"), links.LinkRules(min_karma=0, before=None)):
+        expected: collections.Counter = collections.Counter()
+        kept, errors = [], []
+        for i, line in enumerate(lines, 1):
+            if not line.strip():
+                expected["blank_lines"] += 1
+                continue
+            try:
+                status, key, s = links.check_submission(orjson.loads(line), rules)
+            except links.Rejected as e:
+                expected["error_" + e.reason] += 1
+                errors.append((i, e.reason))
+                continue
+            except orjson.JSONDecodeError:
+                expected["error_bad_json"] += 1
+                errors.append((i, "bad_json"))
+                continue
+            if status == "keep":
+                expected["kept_submissions"] += 1
+                kept.append((key, s))
+            else:
+                expected["drop_" + key] += 1
+        expected.update(lines_read=len(lines), files_read=1)
+        totals, count = stats.dict_counter()
+        out = list(links.file_links(path, rules, count))
+        assert [item for ok, item in out if ok] == kept
+        assert [(e["position"], e["reason"]) for ok, e in out if not ok] == errors
+        assert totals == expected
+        assert expected["drop_low_karma"] + expected["kept_submissions"] > 1000
+        assert len(errors) > 50

@@ -168,21 +168,31 @@ def file_links(path: str, rules: LinkRules, count: stats.Count,
     and (False, error row) for each line that cannot be used, and a last error row if the file is damaged.
     Counts are kept locally and reported through `count` once, at the end of the file."""
     c: collections.Counter = collections.Counter()
-    lineno = 0
+    low = rules.min_karma if rules.karma == "per-submission" else None
+    n_low = lineno = 0
     try:
         for lineno, line in enumerate(iter_lines(path), 1):
-            if not line or line.isspace():
-                c["blank_lines"] += 1
+            try:
+                obj = loads(line)
+            except ValueError as e:  # orjson.JSONDecodeError, json.JSONDecodeError, UnicodeDecodeError
+                if not line or line.isspace():
+                    c["blank_lines"] += 1
+                    continue
+                c["error_bad_json"] += 1
+                yield False, error_row(STAGE, path, lineno, "bad_json", str(e), line)
+                continue
+            # The commonest outcome (~90% of lines), decided inline exactly as check_submission decides it:
+            # a well-formed submission below the karma threshold.
+            if (low is not None and type(obj) is dict and type(score := obj.get("score")) is int and score < low
+                    and type(obj.get("url")) is str and type(sid := obj.get("id")) is str and sid
+                    and type(obj.get("created_utc")) is int):
+                n_low += 1
                 continue
             try:
-                status, key, sub = check_submission(loads(line), rules)
+                status, key, sub = check_submission(obj, rules)
             except Rejected as e:
                 c["error_" + e.reason] += 1
                 yield False, error_row(STAGE, path, lineno, e.reason, e.detail, line)
-                continue
-            except ValueError as e:  # orjson.JSONDecodeError, json.JSONDecodeError, UnicodeDecodeError
-                c["error_bad_json"] += 1
-                yield False, error_row(STAGE, path, lineno, "bad_json", str(e), line)
                 continue
             if status == "keep":
                 c["kept_submissions"] += 1
@@ -193,6 +203,7 @@ def file_links(path: str, rules: LinkRules, count: stats.Count,
         c["error_damaged_file"] += 1
         yield False, error_row(STAGE, path, e.lines + 1, "damaged_file", str(e))
     finally:
+        c["drop_low_karma"] += n_low
         c["lines_read"] += lineno
         c["files_read"] += 1
         for name, n in c.items():
