@@ -30,10 +30,14 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from webtext.tokenize import shards as shard_format
 
-# Reading a mapped page maps its neighbours too (kernel fault-around), so resident memory creeps up towards the
-# corpus size under random access. Dropping our mappings' pages every this many batches keeps it flat; the
-# pages stay in the page cache, so nothing is read from disk again.
-RELEASE_EVERY_BATCHES = 64
+# Batches located per numpy pass: numpy's per-call overhead, not the arithmetic, is what a 12-window batch would
+# otherwise pay for.
+CHUNK_BATCHES = 64
+# Reading one token of a mapped file maps its whole page-cache folio (up to 2 MB on recent kernels, plus
+# fault-around), so under random access the process's resident memory climbs towards the corpus size. Dropping
+# the pages of the shards just read every few batches keeps it flat; they stay in the page cache, so nothing is
+# read from disk again. Cost: a few syscalls and re-faults, far less than recreating maps per batch.
+RELEASE_EVERY_BATCHES = 2
 FEISTEL_ROUNDS = 6
 
 
@@ -117,19 +121,27 @@ class Windows:
             self._shards = opened
         return self._shards
 
-    def gather(self, ids: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Copy windows `ids` into `out` (len(ids), block_size + 1), converting dtype on the way."""
-        shards, T = self.shards, self.block_size
+    def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(shard index, first token offset) of each window id."""
         which = np.searchsorted(self.first, ids, side="right") - 1
-        starts = (ids - self.first[which]) * T
+        return which, (ids - self.first[which]) * self.block_size
+
+    def copy_rows(self, which: np.ndarray, starts: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Copy the located windows into `out` (n, block_size + 1), converting dtype on the way."""
+        shards, span = self.shards, self.block_size + 1
         for row, (s, start) in enumerate(zip(which.tolist(), starts.tolist())):
-            out[row] = shards[s].tokens[start:start + T + 1]
+            out[row] = shards[s].tokens[start:start + span]
         return out
 
-    def release_pages(self) -> None:
+    def gather(self, ids: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Copy windows `ids` into `out` (len(ids), block_size + 1)."""
+        return self.copy_rows(*self.locate(ids), out)
+
+    def release_pages(self, shard_indices=None) -> None:
+        """Unmap the resident pages of these shards (default: all opened ones)."""
         if self._shards is not None:
-            for shard in self._shards:
-                _madvise_dontneed(shard.tokens)
+            for i in range(len(self._shards)) if shard_indices is None else shard_indices:
+                _madvise_dontneed(self._shards[i].tokens)
 
 
 _libc = None
@@ -199,11 +211,11 @@ class WindowBatches(IterableDataset):
         self.start, self.rank, self.world_size = start, rank, world_size
         self.stop = stop if stop is not None or shuffle else windows.count
 
-    def positions(self, b: int) -> np.ndarray:
-        """The global stream positions of this rank's micro-batch b."""
-        first = self.start + (b * self.world_size + self.rank) * self.batch_size
-        end = first + self.batch_size if self.stop is None else min(first + self.batch_size, self.stop)
-        return np.arange(first, max(first, end), dtype=np.int64)
+    def positions(self, batches: np.ndarray) -> np.ndarray:
+        """Global stream positions (len(batches), B) of this rank's micro-batches; -1 past `stop`."""
+        first = self.start + (batches * self.world_size + self.rank) * self.batch_size
+        pos = first[:, None] + np.arange(self.batch_size, dtype=np.int64)[None, :]
+        return pos if self.stop is None else np.where(pos < self.stop, pos, -1)
 
     def window_ids(self, positions: np.ndarray) -> np.ndarray:
         if not self.shuffle:
@@ -219,21 +231,24 @@ class WindowBatches(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        T = self.windows.block_size
+        windows, T = self.windows, self.windows.block_size
         b = worker
-        made = 0
         while True:
-            pos = self.positions(b)
-            if len(pos) == 0:
-                return
-            ids = self.window_ids(pos)
-            buf = self.windows.gather(ids, np.empty((len(ids), T + 1), dtype=np.int64))
-            t = torch.from_numpy(buf)
-            yield t[:, :-1], t[:, 1:], torch.from_numpy(ids)
-            b += workers
-            made += 1
-            if made % RELEASE_EVERY_BATCHES == 0:
-                self.windows.release_pages()
+            pos = self.positions(b + workers * np.arange(CHUNK_BATCHES, dtype=np.int64))
+            valid = pos >= 0  # a prefix of each row
+            ids = np.zeros_like(pos)
+            ids[valid] = self.window_ids(pos[valid])
+            which, starts = windows.locate(ids)
+            for row in range(len(pos)):
+                n = int(valid[row].sum())
+                if n == 0:
+                    return
+                buf = windows.copy_rows(which[row, :n], starts[row, :n], np.empty((n, T + 1), dtype=np.int64))
+                t = torch.from_numpy(buf)
+                yield t[:, :-1], t[:, 1:], torch.from_numpy(ids[row, :n].copy())
+                if (row + 1) % RELEASE_EVERY_BATCHES == 0:
+                    windows.release_pages(np.unique(which[row + 1 - RELEASE_EVERY_BATCHES:row + 1]).tolist())
+            b += workers * CHUNK_BATCHES
 
 
 def loader(dataset: WindowBatches, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
