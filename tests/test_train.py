@@ -155,3 +155,16 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
     assert ddp_loss[0][1] == pytest.approx(single_loss[0][1], rel=1e-6, abs=1e-6)
     # after one update from averaged gradients both still agree, up to float summation order
     assert ddp_loss[1][1] == pytest.approx(single_loss[1][1], rel=1e-4)
+
+
+def test_init_from_a_hugging_face_directory(trained, tmp_path):
+    data_dir, run = trained
+    hf_dir = str(tmp_path / "hf")
+    assert cli(["export", "--ckpt", run, "--hf", hf_dir]) == 0
+    # zero learning rate: the run's weights must stay exactly the imported ones
+    start = run_train(tmp_path, "from-hf", data_dir, model=dict(n_embd=64, block_size=64), max_steps=1,
+                      learning_rate=0.0, min_learning_rate=0.0, weight_decay=0.0, init_from=hf_dir)
+    trained_state, started = checkpoint.load(run)["model"], checkpoint.load(start)["model"]
+    for name, tensor in trained_state.items():
+        assert torch.equal(tensor, started[name]), name
+    assert metrics(start)[0][1] < support_shards.unigram_entropy(data_dir)  # it starts as the trained model

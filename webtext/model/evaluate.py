@@ -13,8 +13,8 @@ import sys
 from webtext.model import checkpoint, data
 from webtext.model.train import autocast, evaluate, init_distributed, resolve_device
 
-EXAMPLE = """  webtext eval --ckpt runs/tiny --data shards --split val
-  webtext eval --hf gpt2-export --data shards --split val --max-batches 20"""
+EXAMPLE = """  webtext eval --ckpt out/run-tiny --data out/shards --split val
+  webtext eval --hf out/tiny-hf --data out/shards --split val --max-batches 20"""
 
 
 def add_arguments(parser) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from webtext.model import checkpoint, hf
 
-EXAMPLE = """  webtext export --ckpt runs/tiny --hf runs/tiny-hf"""
+EXAMPLE = """  webtext export --ckpt out/run-tiny --hf out/tiny-hf"""
 
 
 def add_arguments(parser) -> None:

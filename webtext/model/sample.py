@@ -14,8 +14,8 @@ from tokenizers import Tokenizer
 from webtext.model import checkpoint
 from webtext.model.train import resolve_device
 
-EXAMPLE = """  webtext sample --ckpt runs/tiny --prompt "The history of" --max-new-tokens 50
-  webtext sample --ckpt runs/tiny --prompt "Once" --temperature 0.8 --top-p 0.9 --num-samples 3 --seed 7"""
+EXAMPLE = """  webtext sample --ckpt out/run-tiny --prompt "The history of" --max-new-tokens 50
+  webtext sample --ckpt out/run-tiny --prompt "Once" --temperature 0.8 --top-p 0.9 --num-samples 3 --seed 7"""
 
 
 def add_arguments(parser) -> None:

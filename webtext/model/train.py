@@ -26,9 +26,9 @@ from webtext.model.config import GPTConfig, JobConfig, TrainConfig, load_job
 from webtext.model.model import GPT
 from webtext.tokenize import shards as shard_format
 
-EXAMPLE = """  webtext train --data shards --config jobs/train-tiny.toml --out runs/tiny
-  webtext train --data shards --config jobs/train-tiny.toml --out runs/tiny --resume
-  torchrun --nproc_per_node 8 -m webtext.cli train --data shards --config jobs/train-gpt2.toml --out runs/gpt2"""
+EXAMPLE = """  webtext train --data out/shards --config jobs/train-tiny.toml --out out/run-tiny
+  webtext train --data out/shards --config jobs/train-tiny.toml --out out/run-tiny --resume
+  torchrun --nproc_per_node 8 -m webtext.cli train --data out/shards --config jobs/train-gpt2.toml --out out/run-gpt2"""
 
 
 def add_arguments(parser) -> None:
@@ -287,9 +287,10 @@ def train(data_dir: str, job: JobConfig, run_dir: str, resume: bool = False, sto
         model.load_state_dict(state["model"])
     model.to(device)
 
-    optimizer = torch.optim.AdamW(model.optimizer_groups(cfg.weight_decay), lr=cfg.learning_rate,
+    # Base lr 1 so that the schedule's factor is the learning rate itself (and a zero learning rate works).
+    optimizer = torch.optim.AdamW(model.optimizer_groups(cfg.weight_decay), lr=1.0,
                                   betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate(s, cfg) / cfg.learning_rate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate(s, cfg))
     step, position, best_val = 0, 0, None
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
