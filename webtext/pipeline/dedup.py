@@ -36,6 +36,7 @@ CLUSTER_ROWS_PER_SHARD = 1_000_000
 READ_SLICE_ROWS = 8192             # rows per reading task: spreads one big input file over workers
 LSH_BATCH = 1024                   # documents per band-partitioning batch
 LSH_PARTITIONS = 256               # buckets are spread over this many groups (the LSH work per task)
+VERIFY_ALL_PAIRS_UPTO = 32         # when verifying, buckets up to this size give all pairs, larger ones a star
 VERIFY_CHOICES = ("exact", "estimate", "none")
 VERIFY = "exact"                   # candidate pairs below the threshold never join a cluster
 
@@ -122,9 +123,10 @@ def cluster_rows(cluster_id: str, members: Iterable[tuple]) -> list[dict]:
     return rows
 
 
-def bucket_edges(keys: np.ndarray, ids: list[str]) -> set[tuple[str, str]]:
-    """Edges between documents that share a bucket: each one to the smallest doc_id of its bucket (a star
-    keeps the bucket connected with one edge per member, not one per pair)."""
+def bucket_edges(keys: np.ndarray, ids: list[str], all_pairs_upto: int = 0) -> set[tuple[str, str]]:
+    """Edges between documents that share a bucket. A bucket of up to `all_pairs_upto` members gives every
+    pair (so that verification can keep the pairs that really are similar); a larger one gives a star,
+    each member linked to its smallest doc_id (the bucket stays connected with one edge per member)."""
     if len(keys) < 2:
         return set()
     order = np.argsort(keys, kind="stable")
@@ -132,11 +134,14 @@ def bucket_edges(keys: np.ndarray, ids: list[str]) -> set[tuple[str, str]]:
     bounds = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
     starts = np.concatenate(([0], bounds))
     ends = np.concatenate((bounds, [len(ordered)]))
+    shared = ends - starts > 1
     edges = set()
-    for s, e in zip(starts[ends - starts > 1].tolist(), ends[ends - starts > 1].tolist()):
-        members = {ids[i] for i in order[s:e].tolist()}
-        centre = min(members)
-        edges.update((m, centre) for m in members if m != centre)
+    for s, e in zip(starts[shared].tolist(), ends[shared].tolist()):
+        members = sorted({ids[i] for i in order[s:e].tolist()})
+        if len(members) <= all_pairs_upto:
+            edges.update((b, a) for i, a in enumerate(members) for b in members[i + 1:])
+        else:
+            edges.update((m, members[0]) for m in members[1:])
     return edges
 
 
@@ -301,8 +306,8 @@ class _BandPartitions(beam.DoFn):
 
 
 class _BucketEdges(beam.DoFn):
-    def __init__(self, count: Count):
-        self.count = count
+    def __init__(self, all_pairs_upto: int, count: Count):
+        self.all_pairs_upto, self.count = all_pairs_upto, count
 
     def process(self, element):
         _, chunks = element
@@ -310,7 +315,7 @@ class _BucketEdges(beam.DoFn):
         for key_bytes, chunk_ids in chunks:
             keys.append(np.frombuffer(key_bytes, np.uint64))
             ids.extend(chunk_ids)
-        edges = bucket_edges(np.concatenate(keys), ids)
+        edges = bucket_edges(np.concatenate(keys), ids, self.all_pairs_upto)
         self.count("lsh_candidate_edges", len(edges))
         yield from sorted(edges)
 
@@ -318,16 +323,16 @@ class _BucketEdges(beam.DoFn):
 class LshCandidates(beam.PTransform):
     """(doc_id, band keys) -> candidate edges (child, parent): documents sharing a bucket in some band."""
 
-    def __init__(self, bands: int, partitions: int, count: Count):
+    def __init__(self, bands: int, partitions: int, all_pairs_upto: int, count: Count):
         super().__init__()
-        self.bands, self.partitions, self.count = bands, partitions, count
+        self.bands, self.partitions, self.all_pairs_upto, self.count = bands, partitions, all_pairs_upto, count
 
     def expand(self, sketches):
         return (sketches
                 | "Batch" >> beam.BatchElements(min_batch_size=LSH_BATCH, max_batch_size=LSH_BATCH)
                 | "Partition" >> beam.ParDo(_BandPartitions(self.bands, self.partitions))
                 | "GroupPartitions" >> beam.GroupByKey()
-                | "Buckets" >> beam.ParDo(_BucketEdges(self.count)))
+                | "Buckets" >> beam.ParDo(_BucketEdges(self.all_pairs_upto, self.count)))
 
 
 def _pair_payloads(element):
@@ -402,7 +407,8 @@ class _Members(beam.DoFn):
             return
         roots = set(grouped["root"])
         if roots and metas:
-            (root,) = roots
+            # More than one root only before the components settle; that pass's output is then replaced.
+            root = min(roots)
             score, key = metas[0]
             yield root, (doc_id, score, key)
 
@@ -507,7 +513,8 @@ def run_dedup(docs_dir: str, output_dir: str, cfg: DedupConfig, options_for_pass
 
     with beam.Pipeline(options=options_for_pass(0)) as p:
         errors, payloads, groups = _documents_and_meta(p, docs_dir, cfg, count, signatures=True)
-        candidates = groups.reps | "LSH" >> LshCandidates(bands, cfg.lsh_partitions, count)
+        all_pairs_upto = VERIFY_ALL_PAIRS_UPTO if cfg.verify != "none" else 0
+        candidates = groups.reps | "LSH" >> LshCandidates(bands, cfg.lsh_partitions, all_pairs_upto, count)
         if cfg.verify != "none":
             candidates = candidates | "Verify" >> VerifyCandidates(payloads, cfg.verify, cfg.threshold, dtype, count)
         stars = ((groups[EXACT_EDGES], candidates)

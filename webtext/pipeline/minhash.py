@@ -69,10 +69,10 @@ def _astral_fold():
 def normalize(text: str) -> str:
     """Text as compared for duplicates: case folded, every run of punctuation, symbols and whitespace
     folded into one space, no space at either end. Letters, digits and combining marks stay."""
-    text = _bmp_fold().sub(" ", text.casefold())
+    text = text.casefold()
     if text and max(text) > "\uffff":   # emoji and other astral symbols: rare, so checked only when present
         text = _astral_fold().sub(" ", text)
-    return text.strip(" ")
+    return _bmp_fold().sub(" ", text).strip(" ")
 
 
 def exact_key(normalized: str) -> str:

@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+from datasketch import MinHash, MinHashLSH
+from datasketch.hashfunc import sha1_hash32
+
+from support_dedup import real_texts, shingle_set
+from conftest import shared_path
+from webtext.pipeline import minhash
+
+
+@pytest.fixture(scope="module")
+def texts():
+    return real_texts(shared_path("web", "trafilatura-eval"), 30, min_words=50)
+
+
+ODD = ["", "   ", "!!! ...", "one", "Two words", "four words in all", "five words are here now",
+       "Ünïcödé 日本語のテキスト and emoji 😀🎉 mixed — dashes… «quotes»", "हिन्दी पाठ में मात्राएँ हैं और विराम। चिह्न"]
+
+
+def test_normalize_folds_case_whitespace_and_punctuation():
+    assert minhash.normalize("  Hello,\tWORLD!!\n\n It's   “quoted” — ok.  ") == "hello world it s quoted ok"
+    assert minhash.normalize("Straße ÉTÉ") == "strasse été"
+    assert minhash.normalize("wow 😀🎉 yes") == "wow yes"           # astral symbols folded too
+    assert minhash.normalize("...") == ""
+    # combining marks belong to their words: Hindi words stay whole
+    assert minhash.normalize("हिन्दी पाठ।") == "हिन्दी पाठ"
+    assert minhash.normalize("a_b") == "a b"
+
+
+def test_shingles_are_word_ngrams_and_short_texts_are_one_shingle(texts):
+    for text in texts[:10] + ODD:
+        norm = minhash.normalize(text)
+        got = [s.decode() for s in minhash.shingles(norm)]
+        assert set(got) == shingle_set(text)
+        words = norm.split(" ") if norm else []
+        assert len(got) == (max(1, len(words) - 4) if words else 0)
+    assert minhash.shingles("a b c") == [b"a b c"]
+
+
+def test_shingle_hashes_are_datasketch_sha1_hash32(texts):
+    norm = minhash.normalize(texts[0])
+    expected = [sha1_hash32(s) for s in minhash.shingles(norm)]
+    assert minhash.shingle_hashes(norm).tolist() == expected
+
+
+@pytest.mark.parametrize("scheme", minhash.SCHEMES)
+def test_signatures_identical_to_datasketch_update_batch(texts, scheme):
+    hasher = minhash.MinHasher(scheme=scheme)
+    for text in texts + ODD:
+        norm = minhash.normalize(text)
+        reference = MinHash(num_perm=128, seed=1, scheme=scheme)
+        reference.update_batch(minhash.shingles(norm))
+        ours = hasher.signature_of_text(norm)
+        assert ours.dtype == reference.hashvalues.dtype
+        assert np.array_equal(ours, reference.hashvalues), text[:60]
+
+
+def test_signature_of_a_document_longer_than_one_permutation_chunk(texts):
+    long_text = " ".join(texts) * 3
+    norm = minhash.normalize(long_text)
+    assert len(minhash.shingles(norm)) > 2 * minhash.PERMUTE_CHUNK
+    reference = MinHash(num_perm=64, seed=7)
+    reference.update_batch(minhash.shingles(norm))
+    assert np.array_equal(minhash.MinHasher(64, 7).signature_of_text(norm), reference.hashvalues)
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7, 0.8, 0.9])
+@pytest.mark.parametrize("fn_weight", [0.5, 0.9])
+def test_lsh_params_are_datasketchs_optimum(threshold, fn_weight):
+    lsh = MinHashLSH(threshold=threshold, num_perm=128, weights=(1 - fn_weight, fn_weight))
+    assert minhash.lsh_params(threshold, 128, fn_weight) == (lsh.b, lsh.r)
+
+
+def test_s_curve():
+    b, r = minhash.lsh_params(0.8, 128, 0.9)
+    curve = minhash.s_curve(b, r)
+    assert list(curve) == ["0.5", "0.7", "0.8", "0.9"]
+    values = list(curve.values())
+    assert values == sorted(values) and 0 < values[0] < 0.1 and values[-1] > 0.99
+    assert minhash.candidate_probability(0.8, 1, 1) == pytest.approx(0.8)
+    assert minhash.candidate_probability(0.5, 2, 1) == pytest.approx(0.75)
+
+
+def test_band_keys_share_a_bucket_exactly_when_datasketch_lsh_finds_the_pair(texts):
+    """Our bucket sharing equals datasketch's MinHashLSH candidate set on real and edited documents."""
+    b, r = 8, 4
+    docs = list(texts)
+    for i, t in enumerate(texts[:15]):  # near copies, so that some pairs do collide
+        words = t.split()
+        docs.append(" ".join(words[: len(words) * (4 + i % 5) // 10] + ["x"] + words[len(words) // 2:]))
+    sigs = [minhash.MinHasher().signature_of_text(minhash.normalize(t)) for t in docs]
+    keys = minhash.band_keys(np.stack(sigs), b, r)
+    lsh = MinHashLSH(num_perm=128, params=(b, r))
+    for i, sig in enumerate(sigs):
+        lsh.insert(i, MinHash(num_perm=128, hashvalues=sig, scheme="affine32"))
+    pairs = 0
+    for i, sig in enumerate(sigs):
+        found = set(lsh.query(MinHash(num_perm=128, hashvalues=sig, scheme="affine32"))) - {i}
+        ours = {j for j in range(len(sigs)) if j != i and np.any(keys[i] == keys[j])}
+        assert ours == found
+        pairs += len(found)
+    assert pairs > 0
+
+
+def test_band_keys_differ_between_bands_with_equal_values():
+    sig = np.zeros((1, 16), np.uint32)
+    keys = minhash.band_keys(sig, 4, 4)[0]
+    assert len(set(keys.tolist())) == 4
+    with pytest.raises(ValueError):
+        minhash.band_keys(sig, 5, 4)
+
+
+def test_jaccards(texts):
+    a, b = minhash.normalize(texts[0]), minhash.normalize(texts[0] + " " + texts[1][:300])
+    ha, hb = np.unique(minhash.shingle_hashes(a)), np.unique(minhash.shingle_hashes(b))
+    exact = minhash.jaccard(minhash.shingles(a), minhash.shingles(b))
+    assert minhash.jaccard_of_hashes(ha, hb) == pytest.approx(exact)
+    assert 0.3 < exact < 1
+    ma, mb = MinHash(), MinHash()
+    ma.update_batch(minhash.shingles(a))
+    mb.update_batch(minhash.shingles(b))
+    hasher = minhash.MinHasher()
+    assert minhash.estimated_jaccard(hasher.signature(ha), hasher.signature(hb)) == pytest.approx(ma.jaccard(mb))
+    assert minhash.jaccard([], []) == 1.0
