@@ -12,6 +12,8 @@ from apache_beam.io.filesystems import FileSystems
 
 
 def join(base: str, *parts: str) -> str:
+    if is_remote(base):  # string work only: naming a gs:// path must not need the gcp extra
+        return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
     return FileSystems.join(base, *parts)
 
 
