@@ -72,15 +72,20 @@ class CrawlConfig:
 @dataclasses.dataclass(frozen=True)
 class Robots:
     """One origin's robots.txt decision."""
-    parser: Protego | None = None     # None: allow everything (4xx, or robots off)
-    unreachable: str | None = None    # why robots.txt could not be read (everything disallowed)
+    parser: Protego | None = None       # None: allow everything (4xx, or robots off)
+    failure: FetchError | None = None   # why robots.txt could not be read: everything is disallowed
     crawl_delay: float = 0.0
 
-    def denies(self, url: str, agent: str) -> str | None:
-        if self.unreachable:
-            return f"robots.txt unreachable: {self.unreachable}"
+    def denies(self, url: str, agent: str) -> FetchError | None:
+        """None if `url` may be fetched. A robots.txt that failed at the network level (dns, connect, tls,
+        blocked_address, ...) fails the page with the same class: the page would fail the same way."""
+        f = self.failure
+        if f is not None:
+            if f.error in ("http_4xx", "http_5xx", "redirects", "http_other", "protocol", "decode", "too_large"):
+                return FetchError("robots", f"robots.txt unreachable: {f.error}: {f.detail}", transient=True)
+            return FetchError(f.error, f"robots.txt: {f.detail}", transient=f.transient)
         if self.parser is not None and not self.parser.can_fetch(url, agent):
-            return "disallowed by robots.txt"
+            return FetchError("robots", "disallowed by robots.txt")
         return None
 
 
@@ -135,13 +140,13 @@ class RobotsCache:
                     return parse_robots(hop.body.decode("utf-8", "replace"), self.config.robots_agent)
                 url = urljoin(url, hop.location)
             self.count("robots_unreachable")
-            return Robots(unreachable="too many redirects")
+            return Robots(failure=FetchError("redirects", f"more than {self.config.max_redirects} redirects"))
         except FetchError as e:
             if e.status is not None and 400 <= e.status < 500 and e.status != 429:
                 self.count("robots_4xx")
                 return Robots()
             self.count("robots_unreachable")
-            return Robots(unreachable=f"{e.error}: {e.detail}")
+            return Robots(failure=e)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -207,7 +212,6 @@ class HostScheduler:
                 h = self.hosts[heapq.heappop(self._heap)[3]]
                 task = h.queue.popleft()
                 h.in_flight += 1
-                h.not_before = max(h.not_before, self.clock() + h.delay)
                 self._push(h)
                 return h, task
 
@@ -314,6 +318,7 @@ class Outcome:
     error: FetchError | None = None
     redirects: int = 0
     ip: str | None = None
+    by_robots: bool = False   # refused because of robots.txt (cached for the run: retrying cannot help)
 
 
 class GroupCrawler:
@@ -339,10 +344,10 @@ class GroupCrawler:
             except ValueError as e:
                 out.error = FetchError("bad_url", str(e))
                 return out
-            if denied:
-                unreachable = denied.startswith("robots.txt unreachable")
-                out.error = FetchError("robots", denied + (f" (after redirect to {url})" if hop_no else ""),
-                                       transient=unreachable)
+            if denied is not None:
+                if hop_no:
+                    denied.detail += f" (after a redirect to {url})"
+                out.error, out.by_robots = denied, True
                 return out
             try:
                 hop = self.client.request(url, deadline)
@@ -439,7 +444,7 @@ class GroupCrawler:
         task.elapsed += time.monotonic() - t0
         err = outcome.error
         contacted = err is None or err.ip is not None or outcome.redirects > 0
-        if err is not None and err.transient and task.attempts <= cfg.retries and err.error != "robots":
+        if err is not None and err.transient and task.attempts <= cfg.retries and not outcome.by_robots:
             ra = err.retry_after
             if ra is not None and ra > cfg.max_retry_after:
                 err.detail += f" (Retry-After {ra:g}s > {cfg.max_retry_after:g}s: left for the next run)"

@@ -20,6 +20,7 @@ import heapq
 import http.client
 import ipaddress
 import itertools
+import math
 import socket
 import ssl
 import threading
@@ -98,8 +99,11 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    try:  # delta-seconds (an integer by the RFC; a decimal is read as meant)
+        seconds = float(value)
+        return seconds if seconds >= 0 and math.isfinite(seconds) else None
+    except ValueError:
+        pass
     import email.utils
 
     try:
