@@ -73,6 +73,11 @@ def run_stage(paths: list[str], output_dir: str, workers: int) -> dict:
     return links.run(paths, output_dir, links.LinkRules(), pipeline_options(args, "links"))["counters"]
 
 
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 class PeakRss:
     """Peak of the summed RSS of this process and all its descendants, sampled every `interval` s."""
 
@@ -115,6 +120,9 @@ class PeakRss:
 
 
 def memory_child(paths: list[str], workers: int) -> None:
+    import logging
+
+    logging.getLogger().setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as out, PeakRss() as peak:
         t = time.perf_counter()
         counters = run_stage(paths, out, workers)
@@ -129,6 +137,9 @@ def measure_memory(paths: list[str], workers: int) -> dict:
 
 
 def main() -> int:
+    import logging
+
+    logging.getLogger().setLevel(logging.ERROR)  # Beam's per-worker start-up warnings
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--lines", type=int, default=1_000_000)
     p.add_argument("--big-lines", type=int, default=4_000_000, help="second size for the memory comparison (0: skip)")
@@ -152,16 +163,19 @@ def main() -> int:
           f"stage with --workers {a.workers}; median of {a.repeats}", flush=True)
 
     times: dict[str, list[float]] = collections.defaultdict(list)
+    cpu: dict[str, list[float]] = collections.defaultdict(list)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(a.repeats):  # interleaved, so machine noise hits every contender alike
             for name, fn in (("stage", lambda: run_stage(paths, os.path.join(tmp, "stage"), a.workers)),
                              ("plain json", lambda: plain_loop(paths, links.LinkRules(), json.loads, tmp)),
                              ("plain orjson", lambda: plain_loop(paths, links.LinkRules(), orjson.loads, tmp))):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), _cpu()
                 results[name] = fn()
                 times[name].append(time.perf_counter() - t)
-                print(f"  run {r + 1} {name:<13} {times[name][-1]:6.2f}s", file=sys.stderr, flush=True)
+                cpu[name].append(_cpu() - c)
+                print(f"  run {r + 1} {name:<13} {times[name][-1]:6.2f}s wall {cpu[name][-1]:6.2f}s cpu",
+                      file=sys.stderr, flush=True)
 
     base = {k: v for k, v in results["plain json"].items()}
     if {k: v for k, v in results["stage"].items() if k not in ("links", "duplicate_submission_ids")} != \
@@ -171,9 +185,13 @@ def main() -> int:
         return 1
     lines = results["stage"]["lines_read"]
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\n{'':<14}{'median s':>10}{'lines/s':>12}{'stage is':>12}")
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    print(f"\n{'':<14}{'median s':>10}{'lines/s':>12}{'stage is':>10}{'cpu s':>9}{'cpu us/line':>13}")
     for name in ("stage", "plain json", "plain orjson"):
-        print(f"{name:<14}{med[name]:>10.2f}{lines / med[name]:>12,.0f}{med[name] / med['stage']:>11.2f}x")
+        print(f"{name:<14}{med[name]:>10.2f}{lines / med[name]:>12,.0f}{med[name] / med['stage']:>9.2f}x"
+              f"{med_cpu[name]:>9.2f}{1e6 * med_cpu[name] / lines:>13.2f}")
+    print(f"load average during the runs: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+          f"(cpu s = user+sys of this process and its workers)")
     kept = results["stage"].get("kept_submissions", 0)
     print(f"kept {kept:,} submissions ({100 * kept / lines:.1f}%), {results['stage'].get('links', 0):,} links; "
           f"counts identical to the plain loop")

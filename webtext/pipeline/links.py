@@ -9,6 +9,9 @@ Rules (defaults = the GPT-2 recipe): score >= --min-karma 3, per submission (the
 submissions of a URL (OpenWebText2); no self posts; http/https only; no Wikipedia (any language, mobile);
 created before 2018; no links to non-HTML files by extension. Optional: --after, --exclude-domains FILE,
 --exclude-subreddits FILE, --drop-nsfw.
+
+The same command runs on Google Cloud with gs:// paths and `--runner dataflow --project P --region R
+--temp-location gs://BUCKET/tmp`.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import apache_beam as beam
 import orjson
 import pyarrow as pa
 
-from webtext.pipeline import datasets, fs, stats, urls
+from webtext.pipeline import datasets, fs, progress, stats, urls
 from webtext.pipeline.dumps import DumpReadError, iter_lines
 from webtext.pipeline.errors import ERRORS, ERRORS_SCHEMA, error_row, error_sort_key
 
@@ -36,11 +39,10 @@ MIN_KARMA = 3                    # GPT-2: "at least 3 karma"
 KARMA_RULES = ("per-submission", "sum")
 BEFORE = "2018-01-01"            # WebText "does not include links created after Dec 2017"
 ROWS_PER_SHARD = 1_000_000
+PROGRESS_LINES = 1 << 16
 
 EXAMPLE = """\
   webtext links --input '../shared/data/reddit/RS_*.xz' --output /tmp/links --workers 2
-  webtext links --input 'gs://bucket/reddit/RS_2017-*.zst' --output gs://bucket/out/links \\
-      --runner dataflow --project my-project --region us-central1 --temp-location gs://bucket/tmp
 """
 
 LINKS_SCHEMA = pa.schema([
@@ -163,15 +165,19 @@ def check_submission(obj, rules: LinkRules) -> tuple[str, str | None, Submission
 
 
 def file_links(path: str, rules: LinkRules, count: stats.Count,
-               loads: Callable[[bytes], object] = orjson.loads) -> Iterator[tuple[bool, object]]:
+               loads: Callable[[bytes], object] = orjson.loads,
+               tick: Callable[[int], None] | None = None) -> Iterator[tuple[bool, object]]:
     """Every line of one dump through the rules: yields (True, (key, submission)) for each kept submission
     and (False, error row) for each line that cannot be used, and a last error row if the file is damaged.
-    Counts are kept locally and reported through `count` once, at the end of the file."""
+    Counts are kept locally and reported through `count` once, at the end of the file; `tick(n)` (progress)
+    hears of every PROGRESS_LINES lines."""
     c: collections.Counter = collections.Counter()
     low = rules.min_karma if rules.karma == "per-submission" else None
     n_low = lineno = 0
     try:
         for lineno, line in enumerate(iter_lines(path), 1):
+            if tick is not None and not lineno % PROGRESS_LINES:
+                tick(PROGRESS_LINES)
             try:
                 obj = loads(line)
             except ValueError as e:  # orjson.JSONDecodeError, json.JSONDecodeError, UnicodeDecodeError
@@ -245,13 +251,17 @@ def merge_link(key: str, submissions: Iterable[Submission], rules: LinkRules,
 
 # ---------------------------------------------------------------------------------------------- Beam layer
 
+def _tick(n: int) -> None:
+    progress.tick(STAGE, n)
+
+
 class _ReadFile(beam.DoFn):
     def __init__(self, rules: LinkRules):
         self.rules = rules
         self.count = stats.BeamCounters(STAGE)
 
     def process(self, path):
-        for ok, item in file_links(path, self.rules, self.count):
+        for ok, item in file_links(path, self.rules, self.count, tick=_tick):
             yield item if ok else beam.pvalue.TaggedOutput(ERRORS, item)
 
 
@@ -325,12 +335,16 @@ def funnel(counters: dict, rules: LinkRules) -> list[tuple[str, int]]:
     rows.append(("submissions parsed", left))
     labels = {"low_karma": f"score >= {rules.min_karma}", "self_post": "not a self post",
               "date": "in the date range", "subreddit": "subreddit not excluded", "nsfw": "not NSFW",
-              "scheme": "http/https", "wikipedia": "not Wikipedia", "domain": "domain not excluded",
-              "extension": "not a non-HTML file"}
+              "scheme": "/".join(sorted(rules.schemes)) or "scheme", "extension": "not a non-HTML file",
+              "wikipedia": "not Wikipedia", "domain": "domain not excluded"}
+    active = {"low_karma": rules.karma == "per-submission", "self_post": rules.drop_self_posts,
+              "date": rules.before is not None or rules.after is not None,
+              "subreddit": bool(rules.exclude_subreddits), "nsfw": rules.drop_nsfw, "scheme": True,
+              "extension": bool(rules.blocked_extensions), "wikipedia": rules.drop_wikipedia,
+              "domain": bool(rules.exclude_domains)}
     for reason in DROP_REASONS:
-        n = counters.get("drop_" + reason, 0)
-        if n or reason in ("low_karma", "self_post", "wikipedia"):
-            left -= n
+        if active[reason]:
+            left -= counters.get("drop_" + reason, 0)
             rows.append((labels[reason], left))
         if reason == "extension" and counters.get("error_bad_url"):
             left -= counters["error_bad_url"]
@@ -437,7 +451,8 @@ def main(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result = run(paths, args.output, rules, pipeline_options(args, STAGE), args.rows_per_shard)
+    with progress.Progress(STAGE, unit="lines"):
+        result = run(paths, args.output, rules, pipeline_options(args, STAGE), args.rows_per_shard)
     counters = result["counters"]
     stats.print_funnel(f"links: {len(paths)} files -> {args.output}", funnel(counters, rules))
     errors = sum(v for k, v in counters.items() if k.startswith("error_"))
