@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from webtext.pipeline import urls
 
@@ -163,3 +164,34 @@ def test_read_domain_list():
              "https://www.shop.io/some/path", "bücher.de", "  spaced.com  "]
     assert urls.read_domain_list(lines) == frozenset(
         {"example.com", "news.org", "cdn.net", "shop.io", "xn--bcher-kva.de", "spaced.com"})
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(max_size=60))
+def test_any_text_parses_or_raises_url_error(text):
+    for candidate in (text, "http://" + text, "https://example.com/" + text):
+        try:
+            parsed = urls.parse_url(candidate)
+        except urls.UrlError:
+            continue
+        assert parsed.host and parsed.key.startswith(parsed.scheme + "://")
+
+
+_label = st.from_regex(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,8}[a-zA-Z0-9])?", fullmatch=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(scheme=st.sampled_from(["http", "HTTPS", "Http"]), www=st.booleans(), labels=st.lists(_label, min_size=1, max_size=3),
+       tld=st.sampled_from(["com", "org", "de", "co.uk"]), port=st.sampled_from(["", ":80", ":443", ":8080"]),
+       path=st.lists(st.text(max_size=8), max_size=3), query=st.lists(st.tuples(st.text(max_size=5), st.text(max_size=5)),
+                                                                       max_size=3),
+       slash=st.booleans(), fragment=st.text(max_size=5))
+def test_normalize_url_is_idempotent(scheme, www, labels, tld, port, path, query, slash, fragment):
+    from urllib.parse import quote, urlencode
+
+    url = (f"{scheme}://{'www.' if www else ''}{'.'.join(labels)}.{tld}{port}/"
+           + "/".join(quote(p, safe="") for p in path) + ("/" if slash else "")
+           + ("?" + urlencode(query) if query else "") + ("#" + quote(fragment) if fragment else ""))
+    key = urls.normalize_url(url)
+    assert urls.normalize_url(key) == key
+    assert "#" not in key and not key.endswith("/")

@@ -110,8 +110,11 @@ def _int_field(obj: dict, name: str) -> int:
         return value
     if type(value) is float and value.is_integer():
         return int(value)
-    if type(value) is str and value.strip().lstrip("-").isdigit():  # early dumps wrote some numbers as strings
-        return int(value)
+    if type(value) is str:  # early dumps wrote some numbers as strings
+        try:
+            return int(value)
+        except ValueError:
+            pass
     raise Rejected("bad_type", f"{name} is {type(value).__name__}: {str(value)[:80]}")
 
 
