@@ -459,7 +459,14 @@ def write_links(directory, urls: list[str], score: int = 3) -> list[dict]:
         from webtext.pipeline.urls import host_of, normalize_url
     except ImportError:  # pragma: no cover - the links stage lands separately
         normalize_url, host_of = (lambda u: u), (lambda u: urlsplit(u).hostname or "")
-    rows = [{"url": u, "key": normalize_url(u), "host": host_of(u), "score": score + i % 7, "num_submissions": 1,
+    def safe(f, u):
+        try:
+            return f(u)
+        except ValueError:  # a bad link on purpose: the fetch stage must log it, not crash
+            return u
+
+    rows = [{"url": u, "key": safe(normalize_url, u), "host": safe(host_of, u), "score": score + i % 7,
+             "num_submissions": 1,
              "subreddits": ["test"], "first_created_utc": 1_120_000_000 + i, "submission_ids": [f"s{i}"]}
             for i, u in enumerate(urls)]
     schema = pa.schema([("url", pa.string()), ("key", pa.string()), ("host", pa.string()), ("score", pa.int64()),
