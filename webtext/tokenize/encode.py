@@ -20,7 +20,7 @@ from typing import NamedTuple
 import apache_beam as beam
 import numpy as np
 
-from webtext.pipeline import datasets, fs, stats
+from webtext.pipeline import datasets, fs, progress, stats
 from webtext.pipeline.beam import add_runner_arguments, pipeline_options
 from webtext.pipeline.errors import ERRORS, ERRORS_SCHEMA, error_row, error_sort_key
 from webtext.tokenize import bpe, shards
@@ -128,14 +128,14 @@ def check_row(row: dict, count) -> dict | None:
 class EncodeBatches(beam.DoFn):
     """A batch of documents -> one run file (shard format) of their ids + eot, and an Entry per document."""
 
-    def __init__(self, tokenizer_json: str, runs_dir: str, seed: int):
-        self.tokenizer_json, self.runs_dir, self.seed = tokenizer_json, runs_dir, seed
+    def __init__(self, tokenizer_path: str, runs_dir: str, seed: int):
+        # The path, not the tokenizer: a GPT-2 vocabulary is megabytes that Beam would pickle and compress
+        # again for every bundle.
+        self.tokenizer_path, self.runs_dir, self.seed = tokenizer_path, runs_dir, seed
         self.count = stats.BeamCounters(STAGE)
 
     def setup(self):
-        from tokenizers import Tokenizer
-
-        self.tok = bpe.for_encoding(Tokenizer.from_str(self.tokenizer_json))
+        self.tok = bpe.for_encoding(bpe.load(self.tokenizer_path))
         self.eot = bpe.eot_id(self.tok)
         self.dtype = shards.dtype_for_vocab(bpe.vocab_size(self.tok))
 
@@ -161,7 +161,8 @@ class EncodeBatches(beam.DoFn):
             flat[end - 1] = self.eot
         # A retried bundle writes a new run file; only the committed attempt's entries point at one.
         run = fs.join(self.runs_dir, f"run-{uuid.uuid4().hex}.arrow")
-        fs.write_atomic(run, shards.shard_buffer(ids, flat, offsets, self.dtype).to_pybytes())
+        fs.write_atomic(run, memoryview(shards.shard_buffer(ids, flat, offsets, self.dtype)))
+        progress.tick(STAGE, len(batch))
         self.count("documents", len(good))
         self.count("tokens", int(offsets[-1]))
         self.count("text_chars", sum(len(r["text"]) for r in good))
@@ -239,7 +240,7 @@ class WriteShard(beam.DoFn):
             flat[start:end] = reader.document(e.run, e.row)
         data = shards.shard_buffer([e.doc_id for e in entries], flat, offsets, self.dtype)
         name = shards.shard_name(split, index, plan[split][1])
-        fs.write_atomic(fs.join(self.output_dir, name), data.to_pybytes())
+        fs.write_atomic(fs.join(self.output_dir, name), memoryview(data))  # no copy of a ~200 MB buffer
         yield split, {"path": name, "tokens": int(offsets[-1]), "documents": len(entries),
                       "bytes": data.size, "sha256": hashlib.sha256(memoryview(data)).hexdigest()}
 
@@ -269,9 +270,9 @@ def build_manifest(entries: list, tokenizer: dict, dtype: str, config: dict, ups
 class EncodeShards(beam.PTransform):
     """documents -> shard files under output_dir; returns the manifest entries and the error rows."""
 
-    def __init__(self, output_dir: str, tokenizer_json: str, dtype: str, config: EncodeConfig):
+    def __init__(self, output_dir: str, tokenizer_path: str, dtype: str, config: EncodeConfig):
         super().__init__()
-        self.output_dir, self.tokenizer_json, self.dtype, self.config = output_dir, tokenizer_json, dtype, config
+        self.output_dir, self.tokenizer_path, self.dtype, self.config = output_dir, tokenizer_path, dtype, config
 
     def expand(self, docs):
         cfg = self.config
@@ -280,7 +281,7 @@ class EncodeShards(beam.PTransform):
                    | "Batch" >> beam.BatchElements(
                        min_batch_size=cfg.batch_bytes, max_batch_size=cfg.batch_bytes,
                        element_size_fn=lambda r: len(r.get("text") or "") + 1)
-                   | "Encode" >> beam.ParDo(EncodeBatches(self.tokenizer_json, runs_dir, cfg.seed))
+                   | "Encode" >> beam.ParDo(EncodeBatches(self.tokenizer_path, runs_dir, cfg.seed))
                    .with_outputs(ERRORS, main="entries"))
         entries = encoded.entries
         first = beam.pvalue.AsSingleton(
@@ -326,6 +327,8 @@ def run(docs_dir: str, tokenizer_path: str, output_dir: str, config: EncodeConfi
     from tokenizers import Tokenizer
 
     config.check()
+    if not datasets.shard_paths(docs_dir, DOCUMENTS):
+        raise FileNotFoundError(f"{docs_dir}: no dataset {DOCUMENTS!r} (run `webtext extract` or `webtext dedup`)")
     timer = stats.Timer()
     tokenizer_json = fs.read_bytes(tokenizer_source(tokenizer_path)).decode("utf-8")
     tok = Tokenizer.from_str(tokenizer_json)
@@ -339,12 +342,13 @@ def run(docs_dir: str, tokenizer_path: str, output_dir: str, config: EncodeConfi
     fs.makedirs(output_dir)
     remove_outputs(output_dir)
     fs.makedirs(fs.join(output_dir, RUNS_DIR))
-    fs.write_atomic(fs.join(output_dir, shards.TOKENIZER_FILE), tokenizer_json.encode("utf-8"))
+    copied_tokenizer = fs.join(output_dir, shards.TOKENIZER_FILE)
+    fs.write_atomic(copied_tokenizer, tokenizer_json.encode("utf-8"))
 
     manifest_path = fs.join(output_dir, shards.MANIFEST)
     pipeline = beam.Pipeline(options=options)
     docs = pipeline | datasets.ReadDataset(docs_dir, DOCUMENTS, columns=["doc_id", "text"])
-    written, errors = docs | EncodeShards(output_dir, tokenizer_json, dtype, config)
+    written, errors = docs | EncodeShards(output_dir, copied_tokenizer, dtype, config)
     (written
      | "AllShards" >> beam.combiners.ToList()
      | "Manifest" >> beam.Map(lambda entries: fs.write_json(
@@ -366,6 +370,20 @@ def run(docs_dir: str, tokenizer_path: str, output_dir: str, config: EncodeConfi
     return manifest
 
 
+def count_documents(docs_dir: str) -> int:
+    """Rows of the documents dataset, from the Parquet footers (for the progress bar)."""
+    import pyarrow.parquet as pq
+
+    paths = datasets.shard_paths(docs_dir, DOCUMENTS)
+    if not paths:
+        raise FileNotFoundError(f"{docs_dir}: no dataset {DOCUMENTS!r} (run `webtext extract` or `webtext dedup`)")
+    total = 0
+    for p in paths:
+        with fs.open_read(p) as f:
+            total += pq.ParquetFile(f).metadata.num_rows
+    return total
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--docs", required=True, help="directory holding the `documents` dataset (extract/dedup output)")
     parser.add_argument("--tokenizer", required=True, help="tokenizer directory or tokenizer.json")
@@ -385,10 +403,18 @@ def main(args: argparse.Namespace) -> int:
                           batch_bytes=args.batch_bytes)
     try:
         config.check()
-    except ValueError as e:
+        total = count_documents(args.docs)
+        options = pipeline_options(args, STAGE)
+        bpe.eot_id(bpe.load(tokenizer_source(args.tokenizer)))
+    except (ValueError, FileNotFoundError, OSError) as e:
         print(f"webtext encode: {e}", file=sys.stderr)
         return 2
-    manifest = run(args.docs, args.tokenizer, args.output, config, pipeline_options(args, STAGE))
+    except Exception as e:  # tokenizers raises a bare Exception for a file it cannot parse
+        print(f"webtext encode: {args.tokenizer}: not a readable tokenizer ({str(e).splitlines()[0][:200]})",
+              file=sys.stderr)
+        return 2
+    with progress.Progress(STAGE, total=total, unit="docs"):
+        manifest = run(args.docs, args.tokenizer, args.output, config, options)
     rows = [("documents", manifest["totals"]["documents"])]
     for split in shards.SPLITS:
         rows.append((f"{split} documents", manifest["splits"][split]["documents"]))
