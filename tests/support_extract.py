@@ -21,13 +21,19 @@ EVAL_DIR = ("web", "trafilatura-eval")
 
 def eval_pages(limit: int | None = None) -> list[dict]:
     """The trafilatura evaluation pages that exist on disk, sorted by file name: {url, file, body, with,
-    without}. `limit` takes an evenly spread subset, so a small run still mixes sites and languages."""
+    without}. `limit` takes an evenly spread subset, so a small run still mixes sites and languages.
+    A few entries are keyed by a label ("hard::site-name.html") or an odd scheme instead of a URL: they get
+    the URL http://eval.invalid/FILE, since a page needs a URL to be crawled; spaces in URLs are percent-encoded,
+    as a crawler sends them (a WARC-Target-URI cannot hold a space)."""
     root = shared_path(*EVAL_DIR)
     gold = json.loads((root / "evaldata.json").read_text(encoding="utf-8"))
     pages = []
     for url, item in sorted(gold.items(), key=lambda kv: kv[1]["file"]):
         path = root / (item["file"] + ".gz")
         if path.exists():
+            if not url.startswith(("http://", "https://")):
+                url = f"http://eval.invalid/{item['file']}"
+            url = url.replace(" ", "%20")
             pages.append({"url": url, "file": item["file"], "path": path,
                           "with": item.get("with") or [], "without": item.get("without") or []})
     if limit is not None and limit < len(pages):

@@ -456,7 +456,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f.add_argument("--max-words", type=int, default=MAX_WORDS,
                    help=f"drop documents with more words, 0 = no limit (default: {MAX_WORDS:,}, Gopher)")
     f.add_argument("--keep-boilerplate-lines", action="store_true",
-                   help="keep short cookie/policy/JavaScript notice lines and lorem ipsum pages (default: "
+                   help="keep short cookie/policy/JavaScript notice and lorem ipsum lines (default: "
                         "removed, C4's rules)")
     f.add_argument("--repetition", action="store_true",
                    help="drop documents with Gopher's line/paragraph repetition (default: off)")

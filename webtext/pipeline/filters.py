@@ -8,9 +8,11 @@ returns the cleaned text with its measures, or None. Defaults and their sources:
   OpenAI's rule of thumb of ~0.75 English words per token that is ~100 words. Words are whitespace-separated
   words, and each Chinese/Japanese character counts as one (those scripts use no spaces).
 - max words 100,000: Gopher (Rae et al. 2021, appendix A1.1) keeps documents of 50 to 100,000 words.
-- boilerplate lines (on): C4's policy phrases and JavaScript notices (Raffel et al. 2020, `c4_utils.py`),
-  and C4's "lorem ipsum" page drop; we only remove such lines when they are short (<= 30 words), because
-  C4's rule also deletes real paragraphs that mention JavaScript or a privacy policy.
+- boilerplate lines (on): C4's policy phrases, JavaScript notices and "lorem ipsum" (Raffel et al. 2020,
+  `c4_utils.py`). Two changes from C4: only short lines (<= 30 words) are removed, because C4's rule also
+  deletes real paragraphs that mention JavaScript or a privacy policy; and "lorem ipsum" removes the line,
+  not the page (C4 drops the page, which loses real articles with one leftover placeholder; a page of
+  placeholder text still ends under the minimum length).
 - repetition (off): Gopher's line/paragraph repetition rules: drop when duplicate lines or paragraphs are
   over 30% of them, or hold over 20% of the characters.
 - symbol-to-word ratio (off; Gopher's threshold 0.1): `#` and ellipses per word.
@@ -37,14 +39,13 @@ MAX_DUP_PARAGRAPH_CHAR_FRACTION = 0.20
 MAX_SYMBOL_RATIO = 0.1           # Gopher, when the symbol filter is on
 LANGUAGE_SAMPLE_CHARS = 2000     # py3langid is linear in length; 2,000 characters decide a language well
 
-# C4 (c4_utils.py): lines with these are policy/cookie notices; lines mentioning javascript are "enable
-# JavaScript" notices.
+# C4 (c4_utils.py): lines with these are policy/cookie notices, "enable JavaScript" notices or placeholder text.
 POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
                      "use cookies")
 JAVASCRIPT = "javascript"
 LOREM_IPSUM = "lorem ipsum"
 
-FILTERS = ("too_short", "too_long", "lorem_ipsum", "repetition", "symbols", "language")
+FILTERS = ("too_short", "too_long", "repetition", "symbols", "language")
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
@@ -90,7 +91,7 @@ def is_boilerplate_line(line: str) -> bool:
     if len(line.split()) > BOILERPLATE_MAX_WORDS:
         return False
     lower = line.lower()
-    return JAVASCRIPT in lower or any(s in lower for s in POLICY_SUBSTRINGS)
+    return JAVASCRIPT in lower or LOREM_IPSUM in lower or any(s in lower for s in POLICY_SUBSTRINGS)
 
 
 def remove_boilerplate_lines(lines: list[str], count: Count) -> list[str]:
@@ -98,10 +99,6 @@ def remove_boilerplate_lines(lines: list[str], count: Count) -> list[str]:
     if len(kept) != len(lines):
         count("lines_boilerplate", len(lines) - len(kept))
     return kept
-
-
-def has_lorem_ipsum(text: str) -> bool:
-    return LOREM_IPSUM in text.lower()
 
 
 def _duplicate_shares(parts: list[str]) -> tuple[float, float]:
@@ -162,9 +159,6 @@ def clean_document(text: str, config: FilterConfig, count: Count) -> Cleaned | N
         return None
     if config.max_words and words > config.max_words:
         count("dropped_too_long")
-        return None
-    if config.boilerplate_lines and has_lorem_ipsum(cleaned):
-        count("dropped_lorem_ipsum")
         return None
     # Repetition is judged on the text as extracted: paragraph breaks are gone from `cleaned`.
     if config.repetition and is_repetitive(text, lines):

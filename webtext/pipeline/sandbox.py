@@ -91,12 +91,17 @@ class Outcome:
 def extract_in_process(html: str, url: str | None, kwargs: dict) -> tuple[str, dict | str | None]:
     """(reason, payload) for one page, in this process: what a child runs. The payload is
     {text, title, date} when reason is "ok". `kwargs` is `ExtractSettings.kwargs()`."""
+    import unicodedata
+
     import trafilatura
 
     doc = trafilatura.bare_extraction(html, url=url, **kwargs)
     if doc is None or not (doc.text or "").strip():
         return "empty", "trafilatura found no main text"
-    return "ok", {"text": doc.text, "title": doc.title or None, "date": doc.date or None}
+    # NFC, as `trafilatura.extract` returns its text (bare_extraction does not normalise).
+    return "ok", {"text": unicodedata.normalize("NFC", doc.text),
+                  "title": unicodedata.normalize("NFC", doc.title) if doc.title else None,
+                  "date": doc.date or None}
 
 
 class _Child:
