@@ -70,6 +70,11 @@ def choose_split(h: int, doc_id: str, threshold: int, first: tuple[int, str] | N
     return "train"
 
 
+def smallest(keys):
+    """min of the (split hash, doc_id) keys; None for none (partial results of empty bundles are None too)."""
+    return min((k for k in keys if k is not None), default=None)
+
+
 def bucket_of(key: int) -> int:
     return key * ORDER_BUCKETS >> 64
 
@@ -287,7 +292,7 @@ class EncodeShards(beam.PTransform):
         first = beam.pvalue.AsSingleton(
             entries
             | "SplitKeys" >> beam.Map(lambda e: (e.split_hash, e.doc_id))
-            | "First" >> beam.CombineGlobally(lambda keys: min(keys, default=None)))
+            | "First" >> beam.CombineGlobally(smallest))
         documents = beam.pvalue.AsSingleton(entries | "CountDocs" >> beam.combiners.Count.Globally())
         threshold = val_threshold(cfg.val_fraction)
         with_split = entries | "Split" >> beam.Map(
