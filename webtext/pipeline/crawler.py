@@ -32,7 +32,7 @@ from webtext.pipeline import fs
 from webtext.pipeline.http import (MAX_REDIRECTS, ClientConfig, FetchError, Hop, HttpClient, KiB, MiB,
                                    RETRY_STATUSES)
 from webtext.pipeline.stats import Count
-from webtext.pipeline.warc import RecordWriter
+from webtext.pipeline.warc import RecordWriter, encode_exchange
 
 PER_HOST = 1                 # requests in flight per host
 HOST_DELAY_S = 1.0           # pause between two requests to one host
@@ -43,6 +43,8 @@ BACKOFF_S = 2.0              # first retry waits about this long; doubles each t
 MAX_RETRY_AFTER_S = 60.0     # a longer Retry-After is not waited for in this run (the next run retries)
 ROBOTS_MAX_BYTES = 512 * KiB  # RFC 9309: parse at least 500 KiB
 WARC_MAX_BYTES = 1024 * MiB  # roll to a new WARC file past this size
+WARC_GZIP_LEVEL = 3          # compression dominates a fetch worker's CPU: level 3 is ~2x faster than 6
+                             # for files ~10% larger
 WARC_DIR = "warc"
 
 
@@ -59,6 +61,7 @@ class CrawlConfig:
     max_retry_after: float = MAX_RETRY_AFTER_S
     max_redirects: int = MAX_REDIRECTS
     warc_max_bytes: int = WARC_MAX_BYTES
+    warc_gzip_level: int = WARC_GZIP_LEVEL
 
     @property
     def robots_agent(self) -> str:
@@ -247,8 +250,9 @@ class WarcSink:
     names by `commit()` once the group is done, so a retried bundle rewrites the same names and a killed
     one leaves only temporary files. Rolls to a new file past `max_bytes`. Thread-safe."""
 
-    def __init__(self, output_dir: str, prefix: str, max_bytes: int = WARC_MAX_BYTES):
-        self.output_dir, self.prefix, self.max_bytes = output_dir, prefix, max_bytes
+    def __init__(self, output_dir: str, prefix: str, max_bytes: int = WARC_MAX_BYTES,
+                 gzip_level: int = WARC_GZIP_LEVEL):
+        self.output_dir, self.prefix, self.max_bytes, self.gzip_level = output_dir, prefix, max_bytes, gzip_level
         self._lock = threading.Lock()
         self._token = uuid.uuid4().hex[:12]
         self._files: list[tuple[str, str]] = []   # (temporary path, final path)
@@ -273,12 +277,13 @@ class WarcSink:
             self._f, self._writer = None, None
 
     def store(self, hop: Hop, fetched_at: str):
-        with self._lock:
+        encoded = encode_exchange(hop.url, request_headers=hop.request_headers, status=hop.status,
+                                  reason=hop.reason, response_headers=hop.headers, body=hop.body, ip=hop.ip,
+                                  date=fetched_at, level=self.gzip_level)
+        with self._lock:  # only the append is serialised; threads compress in parallel
             if self._writer is None or self._writer.offset >= self.max_bytes:
                 self._open_next()
-            return self._writer.write_exchange(
-                hop.url, request_headers=hop.request_headers, status=hop.status, reason=hop.reason,
-                response_headers=hop.headers, body=hop.body, ip=hop.ip, date=fetched_at)
+            return self._writer.append(encoded)
 
     def commit(self) -> list[str]:
         with self._lock:

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from webtext.pipeline import datasets, fs, stats
 from webtext.pipeline.beam import add_runner_arguments, pipeline_options
 from webtext.pipeline.crawler import (BACKOFF_S, CONCURRENCY, HOST_DELAY_S, MAX_CRAWL_DELAY_S, MAX_RETRY_AFTER_S,
-                                      PER_HOST, RETRIES, WARC_DIR, WARC_MAX_BYTES, CrawlConfig, GroupCrawler,
+                                      PER_HOST, RETRIES, WARC_DIR, WARC_GZIP_LEVEL, WARC_MAX_BYTES, CrawlConfig, GroupCrawler,
                                       WarcSink)
 from webtext.pipeline.errors import ERRORS, ERRORS_SCHEMA, error_row, error_sort_key
 from webtext.pipeline.http import (CONNECT_TIMEOUT_S, DEFAULT_USER_AGENT, DNS_TIMEOUT_S, MAX_BYTES, MAX_REDIRECTS,
@@ -86,24 +86,48 @@ def log_sort_key(row: dict):
 # ---------------------------------------------------------------------------------------------------------
 # Pure logic
 
-def redirect_filter(url: str) -> str | None:
-    """Why a redirect target would not have passed the links stage's URL rules, or None."""
-    try:
+@dataclasses.dataclass(frozen=True)
+class RedirectFilter:
+    """The links stage's rules that judge a URL on its own (scheme, file extension, Wikipedia, excluded
+    domains), applied to every redirect target: a redirect must not smuggle in a link the links stage would
+    have dropped. Built from the links directory's `_stats.json`, so the rules are the ones that run used."""
+    schemes: frozenset = frozenset({"http", "https"})
+    blocked_extensions: frozenset | None = None   # None: the links stage's default list
+    drop_wikipedia: bool = True
+    exclude_domains: frozenset = frozenset()
+
+    @classmethod
+    def from_links_dir(cls, links_dir: str) -> "RedirectFilter":
+        config = (stats.read_stats(links_dir) or {}).get("config") or {}
+        kw = {}
+        for name in ("schemes", "blocked_extensions", "exclude_domains"):
+            if isinstance(config.get(name), list):
+                kw[name] = frozenset(config[name])
+        if isinstance(config.get("drop_wikipedia"), bool):
+            kw["drop_wikipedia"] = config["drop_wikipedia"]
+        return cls(**kw)
+
+    def __call__(self, url: str) -> str | None:
         from webtext.pipeline import urls
-    except ImportError:  # pragma: no cover - the links stage's module is not there yet
+
+        try:
+            parsed = urls.parse_url(url)
+        except urls.UrlError as e:
+            return f"bad URL: {e}"
+        if parsed.scheme not in self.schemes:
+            return f"scheme {parsed.scheme!r}"
+        blocked = urls.BLOCKED_EXTENSIONS if self.blocked_extensions is None else self.blocked_extensions
+        ext = urls.blocked_extension(parsed.path, blocked) if blocked else None
+        if ext:
+            return f"file type .{ext}"
+        if self.drop_wikipedia and urls.is_wikipedia(parsed.host):
+            return "Wikipedia"
+        if urls.host_in(parsed.host, self.exclude_domains):
+            return "excluded domain"
         return None
-    try:
-        parsed = urls.parse_url(url)
-    except urls.UrlError as e:
-        return f"bad URL: {e}"
-    if parsed.scheme not in urls.SCHEMES:
-        return f"scheme {parsed.scheme!r}"
-    ext = urls.blocked_extension(parsed.path)
-    if ext:
-        return f"file type .{ext}"
-    if urls.is_wikipedia(parsed.host):
-        return "Wikipedia"
-    return None
+
+
+redirect_filter = RedirectFilter()
 
 
 def is_final(row: dict) -> bool:
@@ -189,8 +213,8 @@ def warc_prefix(run: int, group: int) -> str:
 class FetchHostGroups(beam.DoFn):
     """Fetches one host group with a thread pool; its WARC files and its rows are committed together."""
 
-    def __init__(self, config: CrawlConfig, output_dir: str, run: int):
-        self.config, self.output_dir, self.run = config, output_dir, run
+    def __init__(self, config: CrawlConfig, output_dir: str, run: int, link_filter: RedirectFilter):
+        self.config, self.output_dir, self.run, self.link_filter = config, output_dir, run, link_filter
         self.count = stats.BeamCounters(STAGE)
 
     def setup(self):
@@ -203,8 +227,8 @@ class FetchHostGroups(beam.DoFn):
         group, links = element
         links = sorted(links, key=lambda r: (r["host"], r.get("key") or "", r["url"]))
         prefix = warc_prefix(self.run, group)
-        sink = WarcSink(self.output_dir, prefix, self.config.warc_max_bytes)
-        crawler = GroupCrawler(self.client, self.config, self.count, redirect_filter,
+        sink = WarcSink(self.output_dir, prefix, self.config.warc_max_bytes, self.config.warc_gzip_level)
+        crawler = GroupCrawler(self.client, self.config, self.count, self.link_filter,
                                seed=datasets.stable_hash((self.run, group)))
         try:
             rows = crawler.crawl(links, sink, self.run)
@@ -253,7 +277,8 @@ def build_pipeline(p, links_dir: str, output_dir: str, previous_files: list[str]
                | "KeyByHostGroup" >> beam.Map(lambda r, n: (group_of(r["host"], n), r),
                                               n=beam.pvalue.AsSingleton(num_groups))
                | "GroupByHostGroup" >> beam.GroupByKey()
-               | "Fetch" >> beam.ParDo(FetchHostGroups(config, output_dir, run)))
+               | "Fetch" >> beam.ParDo(FetchHostGroups(config, output_dir, run,
+                                                       RedirectFilter.from_links_dir(links_dir))))
     _ = ((fetched, planned.logged, checked.logged)
          | "AllRows" >> beam.Flatten()
          | datasets.WriteDataset(fs.join(output_dir, STAGING_DIR), LOG, LOG_SCHEMA, log_sort_key, rows_per_shard))
@@ -353,6 +378,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("output")
     g.add_argument("--warc-max-bytes", type=int, default=WARC_MAX_BYTES,
                    help=f"start a new WARC file past this size (default: {WARC_MAX_BYTES})")
+    g.add_argument("--warc-gzip-level", type=int, default=WARC_GZIP_LEVEL, choices=range(1, 10), metavar="1-9",
+                   help=f"gzip level of WARC records (default: {WARC_GZIP_LEVEL})")
     g.add_argument("--rows-per-shard", type=int, default=LOG_ROWS_PER_SHARD,
                    help=f"log rows per Parquet shard (default: {LOG_ROWS_PER_SHARD})")
     add_runner_arguments(parser)
@@ -367,7 +394,7 @@ def config_from_args(args: argparse.Namespace) -> CrawlConfig:
                        concurrency=args.concurrency, robots=not args.no_robots,
                        max_crawl_delay=args.max_crawl_delay, retries=args.retries, backoff=args.backoff,
                        max_retry_after=args.max_retry_after, max_redirects=args.max_redirects,
-                       warc_max_bytes=args.warc_max_bytes)
+                       warc_max_bytes=args.warc_max_bytes, warc_gzip_level=args.warc_gzip_level)
 
 
 def summarize(output_dir: str) -> dict[str, int]:
