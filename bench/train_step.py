@@ -81,10 +81,10 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="gpt2-mini only, 3 rounds")
+    parser.add_argument("--quick", action="store_true", help="gpt2-mini only, batch 2 x 128, 3 rounds of 2 steps")
     args = parser.parse_args()
     if args.quick:
-        args.configs, args.rounds = "gpt2-mini", 3
+        args.configs, args.batch_size, args.block_size, args.rounds, args.steps = "gpt2-mini", 2, 128, 3, 2
     device = torch.device(args.device)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)

@@ -46,10 +46,12 @@ def trained(tmp_path_factory):
     """A tiny model trained for 500 steps on the stdlib docs shards (~20 s on one core)."""
     data_dir = support_shards.shard_dir()
     tmp = tmp_path_factory.mktemp("trained")
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
     run = run_train(tmp, "run", data_dir, model=dict(n_embd=64, block_size=64), batch_size=16, max_steps=500,
                     learning_rate=1e-2, min_learning_rate=1e-3, warmup_steps=10, decay_steps=500,
                     log_every=10, eval_every=250, eval_batches=8, checkpoint_every=250)
+    torch.set_num_threads(before)
     return data_dir, run
 
 

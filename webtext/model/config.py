@@ -72,7 +72,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     # machinery
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto (bf16 autocast on GPUs that have it, else fp32) | float32 | bfloat16 | float16
+    dtype: str = "auto"  # auto (bf16 autocast on GPUs that have it, else fp32) | float32 | bfloat16
     compile: bool = False  # torch.compile the model
     num_workers: int = 0  # DataLoader worker processes per training process
     init_from: str = ""  # a local Hugging Face GPT-2 directory to start from ("" = random init)

@@ -14,6 +14,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -143,7 +144,7 @@ class _StopFlag:
         self._previous = {}
 
     def __enter__(self):
-        if threading_main():
+        if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
@@ -157,11 +158,6 @@ class _StopFlag:
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
-
-def threading_main() -> bool:
-    import threading
-    return threading.current_thread() is threading.main_thread()
 
 
 class _Progress:
@@ -261,6 +257,10 @@ def train(data_dir: str, job: JobConfig, run_dir: str, resume: bool = False, sto
         state = checkpoint.load(run_dir)
         data.check_tokenizer(manifest, fingerprint=state["tokenizer"]["fingerprint"],
                              vocab_size=state["tokenizer"]["vocab_size"], expected_from=f"the checkpoint in {run_dir}")
+        changed = {k: (v, getattr(cfg, k)) for k, v in state["train_config"].items() if getattr(cfg, k, v) != v}
+        if changed and world.main:
+            print(f"resuming with a changed [train]: {changed} (checkpoint value, job value); "
+                  f"the run will not match an uninterrupted one", file=sys.stderr)
         mconf = checkpoint.model_config_of(state)
         wanted = _model_config(job, manifest)
         if mconf != wanted:
@@ -268,7 +268,7 @@ def train(data_dir: str, job: JobConfig, run_dir: str, resume: bool = False, sto
                              f"a resumed run keeps its model")
     else:
         mconf = _model_config(job, manifest)
-    if cfg.batch_size and manifest["splits"]["train"]["tokens"] < mconf.block_size + 1:
+    if manifest["splits"]["train"]["tokens"] < mconf.block_size + 1:
         raise ValueError(f"the train split has {manifest['splits']['train']['tokens']} tokens, fewer than one "
                          f"window of {mconf.block_size + 1}")
 
