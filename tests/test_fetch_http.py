@@ -144,6 +144,13 @@ def test_redirect_is_returned_not_followed(web, client):
     assert hop.status == 301 and hop.location == "/x/chain/2" and hop.body == b""
 
 
+def test_proxy_settings_from_the_environment_are_ignored(web, client, monkeypatch):
+    for var in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(var, "http://10.9.9.9:3128")  # the socket guard fails the test if it is used
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    assert get(client, web.url("odd.test", "/x/ok")).status == 200
+
+
 def test_untrusted_certificate_is_tls_error(web, client):
     e = error_of(client, web.url("secure.test", "/x/ok", tls=True))
     assert e.error == "tls" and not e.transient

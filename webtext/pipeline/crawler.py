@@ -401,6 +401,8 @@ class GroupCrawler:
             with rows_lock:
                 rows.append(row)
 
+        failures: list[BaseException] = []
+
         def work() -> None:
             while True:
                 taken = sched.take()
@@ -408,11 +410,19 @@ class GroupCrawler:
                     return
                 host, task = taken
                 try:
-                    self._step(sched, host, task, emit)
+                    step = self._step(task)
                 except Exception as e:  # a bug must cost one link, not the group
                     self.count("internal_errors")
-                    sched.finish(host, contacted=False)
-                    emit(task, Outcome(error=FetchError("internal", f"{type(e).__name__}: {e}")), utc_now())
+                    step = Step(outcome=Outcome(error=FetchError("internal", f"{type(e).__name__}: {e}")),
+                                started=utc_now())
+                if step.requeue:
+                    sched.finish(host, requeue=task, contacted=step.contacted, wait=step.wait, delay=step.delay)
+                    continue
+                sched.finish(host, contacted=step.contacted)
+                try:
+                    emit(task, step.outcome, step.started or utc_now())
+                except BaseException as e:  # storage failed (disk full?): the group fails and Beam retries it
+                    failures.append(e)
 
         threads = [threading.Thread(target=work, name=f"fetch-{i}", daemon=True)
                    for i in range(max(1, min(cfg.concurrency, len(links))))]
@@ -420,10 +430,14 @@ class GroupCrawler:
             t.start()
         for t in threads:
             t.join()
+        if failures:
+            raise failures[0]
         assert len(rows) == len(links), (len(rows), len(links))
         return rows
 
-    def _step(self, sched: HostScheduler, host: _Host, task: Task, emit) -> None:
+    def _step(self, task: Task) -> "Step":
+        """One turn of a task: its origin's robots.txt, or one attempt at the link. Touches no shared state
+        but the robots cache, so the caller releases the host exactly once whatever happens here."""
         cfg = self.config
         url = task.link.get("url") or ""
         try:
@@ -434,14 +448,11 @@ class GroupCrawler:
             # The origin's first request is its robots.txt; the page waits its turn behind the host delay.
             rules = self.robots.get(origin)
             keep = rules.crawl_delay <= cfg.max_crawl_delay
-            sched.finish(host, requeue=task, delay=rules.crawl_delay if keep else None)
-            return
+            return Step(requeue=True, contacted=True, delay=rules.crawl_delay if keep else None)
         rules = self.robots.peek(origin) if origin else None
         if rules is not None and rules.crawl_delay > cfg.max_crawl_delay:
-            sched.finish(host, contacted=False)
-            emit(task, Outcome(error=FetchError(
-                "crawl_delay", f"Crawl-delay {rules.crawl_delay:g}s > {cfg.max_crawl_delay:g}s")), utc_now())
-            return
+            return Step(outcome=Outcome(error=FetchError(
+                "crawl_delay", f"Crawl-delay {rules.crawl_delay:g}s > {cfg.max_crawl_delay:g}s")))
         started = utc_now()
         t0 = time.monotonic()
         task.attempts += 1
@@ -455,12 +466,21 @@ class GroupCrawler:
                 err.detail += f" (Retry-After {ra:g}s > {cfg.max_retry_after:g}s: left for the next run)"
                 self.count("retry_after_over_cap")
             else:
-                wait = max(ra or 0.0, backoff_seconds(task.attempts, cfg.backoff, self.rng))
                 self.count("retries")
-                sched.finish(host, requeue=task, contacted=contacted, wait=wait)
-                return
-        sched.finish(host, contacted=contacted)
-        emit(task, outcome, started)
+                wait = max(ra or 0.0, backoff_seconds(task.attempts, cfg.backoff, self.rng))
+                return Step(requeue=True, contacted=contacted, wait=wait)
+        return Step(outcome=outcome, started=started, contacted=contacted)
+
+
+@dataclasses.dataclass
+class Step:
+    """What a task's turn came to: back in the queue (`requeue`) or done with `outcome`."""
+    outcome: Outcome | None = None
+    started: str = ""
+    requeue: bool = False
+    contacted: bool = False
+    wait: float = 0.0
+    delay: float | None = None
 
 
 def log_row(link: dict, outcome: Outcome, attempts: int, elapsed: float, fetched_at: str, run: int) -> dict:

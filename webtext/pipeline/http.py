@@ -36,7 +36,7 @@ from webtext import __version__
 
 KiB, MiB = 1024, 1024 * 1024
 
-DEFAULT_USER_AGENT = f"webtext/{__version__} (+https://github.com/webtext/webtext; WebText corpus rebuild)"
+DEFAULT_USER_AGENT = f"webtext/{__version__} (WebText corpus rebuild; robots.txt token: webtext)"
 CONNECT_TIMEOUT_S = 10.0    # TCP (and TLS) handshake
 READ_TIMEOUT_S = 20.0       # longest silence between two reads
 TOTAL_TIMEOUT_S = 60.0      # wall clock for one attempt at a URL: DNS, every redirect hop, headers and body
