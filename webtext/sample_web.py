@@ -165,8 +165,9 @@ def make_sample_web(seed: int = 0, max_articles: int | None = None) -> SampleWeb
         pages[(host, path)] = page
         links.append((host, path, page.kind))
 
+    originals = [h for h in HOSTS if h != "mirror.sample.test"]  # the mirror carries only copies
     for i, article in enumerate(articles):
-        host = HOSTS[i % (len(HOSTS) - 1)]  # the mirror host carries only copies
+        host = originals[i % len(originals)]
         add(host, f"/{article.slug}", Page(body=_render(article, i % 3, rng)))
         if i % 10 == 3:  # syndicated near-duplicate on the mirror
             add("mirror.sample.test", f"/syndicated/{article.slug}",
