@@ -7,7 +7,7 @@ address), with realistic headers (Date, Server, ETag, Last-Modified, Cache-Contr
 Content-Encoding when accepted), plus misbehaving endpoints under `/x/` on every host.
 
 It keeps its own log of every request: (host, path, start, answer), where `start` is when the request had
-been read and `answer` when the server began to send the response. A client that waits for one response
+been read and `answer` when the server began its last write of the response. A client that waits for one response
 before sending its next request makes these intervals disjoint, so `max_concurrent(host)` (the most
 intervals that overlap) checks politeness from the server's side, free of thread-scheduling noise.
 
@@ -59,7 +59,7 @@ class RequestRecord:
     host: str
     path: str
     start: float
-    answer: float = 0.0    # when the response's first byte was about to be sent
+    answer: float = 0.0    # when the response's last write began
     end: float = 0.0       # when the handler finished
     user_agent: str = ""
     status: int = 0
@@ -297,6 +297,7 @@ def _make_handler(web: LoopbackWeb):
         def _send(self, status, body: bytes, ctype="text/html; charset=utf-8", headers=(), rec=None):
             hs = [("Content-Length", str(len(body)))] + ([("Content-Type", ctype)] if ctype else []) + list(headers)
             self._head(status, hs, rec)
+            rec.answer = time.monotonic()
             self.wfile.write(body)
 
         def _route(self, host, path, q, rec):
@@ -341,6 +342,7 @@ def _make_handler(web: LoopbackWeb):
                 for _ in range(n):
                     if web.stop.wait(every):
                         return
+                    rec.answer = time.monotonic()
                     self.wfile.write(b"x")
                     self.wfile.flush()
                 return

@@ -170,3 +170,34 @@ def test_one_and_two_workers_log_the_same(web, tmp_path):
         logs.append(datasets.read_rows(str(out), "log", columns=cols))
         assert sorted(p.name for p in out.glob("log-*.parquet")) == ["log-00000-of-00001.parquet"]
     assert logs[0] == logs[1]
+
+
+def test_retried_bundle_rewrites_the_same_files(web, tmp_path):
+    """A Beam bundle retry runs a host group again: same WARC names, the last attempt's records, no leftovers."""
+    from webtext.pipeline.crawler import CrawlConfig
+    from webtext.pipeline.fetch import FetchHostGroups, RedirectFilter
+    from webtext.pipeline.http import ClientConfig
+
+    urls = [web.url(f"retry{h}.test", web.page_path(80 + h * 2 + i)) for h in range(3) for i in range(2)]
+    links = write_links(tmp_path / "links", urls)
+    config = CrawlConfig(client=ClientConfig(allow_networks=("127.0.0.1/32",), resolve=(("*.test", "127.0.0.1"),)),
+                         host_delay=0.0, warc_max_bytes=60_000)
+    out = tmp_path / "fetch"
+    dofn = FetchHostGroups(config, str(out), 7, RedirectFilter())
+    dofn.setup()
+    attempts = [list(dofn.process((3, [dict(l) for l in links]))) for _ in range(2)]
+    dofn.teardown()
+    names = sorted(p.name for p in (out / "warc").iterdir())
+    assert names and all(n.startswith("webtext-r0007-g00003-") for n in names)  # no .tmp-* left
+    assert sorted({r["warc_file"] for r in attempts[1]}) == [f"warc/{n}" for n in names]
+    check_warc_records(out, attempts[1], web, {u: 80 + i for i, u in enumerate(urls)})
+    # the group's rows went to its part file, named like its WARC files
+    assert [p.name for p in (out / "_parts").iterdir()] == ["webtext-r0007-g00003.parquet"]
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["fetch", "--links", str(tmp_path / "none"), "--output", str(tmp_path / "out")]) == 2
+    assert "no links dataset" in capsys.readouterr().err
+    write_links(tmp_path / "links", ["http://a.test/"])
+    assert main(["fetch", "--links", str(tmp_path / "links"), "--output", str(tmp_path / "out"),
+                 "--resolve", "nonsense"]) == 2

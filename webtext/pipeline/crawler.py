@@ -290,7 +290,12 @@ class WarcSink:
             self._close_current()
             for tmp, final in self._files:
                 fs.rename(tmp, final)
-            return [final for _, final in self._files]
+            finals = [final for _, final in self._files]
+            # An earlier attempt at this group (a retried bundle) may have rolled into more parts.
+            pattern = fs.join(self.output_dir, WARC_DIR, f"{self.prefix}-*.warc.gz")
+            keep = {posixpath.basename(f) for f in finals}
+            fs.delete([p for p in fs.glob_or_empty(pattern) if posixpath.basename(p) not in keep])
+            return finals
 
     def abort(self) -> None:
         with self._lock:

@@ -410,8 +410,12 @@ def summarize(output_dir: str) -> dict[str, int]:
 def main(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
-    except ValueError as e:
-        print(f"webtext fetch: {e}", file=sys.stderr)
+        if config.per_host < 1 or config.concurrency < 1 or args.hosts_per_group < 1:
+            raise ValueError("--per-host, --concurrency and --hosts-per-group must be at least 1")
+        if not datasets.shard_paths(args.links, LINKS):
+            raise FileNotFoundError(f"{args.links}: no links dataset ({LINKS}-*.parquet); run `webtext links`")
+    except (ValueError, FileNotFoundError) as e:
+        print(f"webtext fetch: error: {e}", file=sys.stderr)
         return 2
     timer = stats.Timer()
     out = args.output
