@@ -163,10 +163,10 @@ class _StopFlag:
 class _Progress:
     """A rich progress bar on a terminal, plain log lines elsewhere; only on rank 0."""
 
-    def __init__(self, enabled: bool, total: int, done: int):
+    def __init__(self, enabled: bool, total: int, done: int, bar: bool = True):
         self.bar = None
         self.enabled = enabled
-        if enabled and sys.stderr.isatty():
+        if enabled and bar and sys.stderr.isatty():
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                        TimeRemainingColumn)
             self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
@@ -330,7 +330,7 @@ def train(data_dir: str, job: JobConfig, run_dir: str, resume: bool = False, sto
 
     amp = autocast(device, cfg.dtype)
     metrics = _Metrics(run_dir, world.main, keep_until_step=step)
-    bar = _Progress(progress and world.main, cfg.max_steps, step)
+    bar = _Progress(world.main, cfg.max_steps, step, bar=progress)
     windows_log = open(os.path.join(run_dir, f"windows-rank{world.rank}.jsonl"), "a") if cfg.record_windows else None
     tokens_per_step = cfg.grad_accum * B * T * W
     last_saved = step if state is not None else -1
