@@ -296,8 +296,8 @@ def train(data_dir: str, job: JobConfig, run_dir: str, resume: bool = False, sto
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, position, best_val = state["step"], state["position"], state.get("best_val_loss")
+    os.makedirs(run_dir, exist_ok=True)
     if world.main:
-        os.makedirs(run_dir, exist_ok=True)
         if state is None:
             checkpoint.copy_tokenizer(shard_format.safe_member(data_dir, manifest["tokenizer"]["file"]), run_dir)
     raw_model = model
