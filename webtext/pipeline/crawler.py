@@ -8,7 +8,9 @@ Waiting (host delays, retry backoff, Retry-After) is a time in the host's queue,
 robots.txt (RFC 9309) is fetched once per origin per group, before that origin's first page: 2xx is parsed
 (Protego), 4xx allows all, 5xx and network failures disallow all (a transient error: the next run retries).
 Redirects are followed here, not in the client, so each hop is checked again: link filters, robots and,
-in the client, the address actually connected to.
+in the client, the address actually connected to. A hop to another host (and that origin's robots.txt) is
+requested by the thread that holds the first host's slot: the other host's limit and delay do not apply
+to it, a deliberate simplification (redirect targets are few and their hosts mostly in other groups).
 """
 
 from __future__ import annotations
@@ -29,8 +31,7 @@ from urllib.parse import urljoin, urlsplit
 from protego import Protego
 
 from webtext.pipeline import fs
-from webtext.pipeline.http import (MAX_REDIRECTS, ClientConfig, FetchError, Hop, HttpClient, KiB, MiB,
-                                   RETRY_STATUSES)
+from webtext.pipeline.http import MAX_REDIRECTS, ClientConfig, FetchError, Hop, HttpClient, KiB, MiB
 from webtext.pipeline.stats import Count
 from webtext.pipeline.warc import RecordWriter, encode_exchange
 
@@ -453,6 +454,8 @@ class GroupCrawler:
             # The origin's first request is its robots.txt; the page waits its turn behind the host delay.
             rules = self.robots.get(origin)
             keep = rules.crawl_delay <= cfg.max_crawl_delay
+            if not keep:
+                self.count("origins_over_max_crawl_delay")
             return Step(requeue=True, contacted=True, delay=rules.crawl_delay if keep else None)
         rules = self.robots.peek(origin) if origin else None
         if rules is not None and rules.crawl_delay > cfg.max_crawl_delay:

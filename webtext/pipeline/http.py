@@ -41,6 +41,7 @@ CONNECT_TIMEOUT_S = 10.0    # TCP (and TLS) handshake
 READ_TIMEOUT_S = 20.0       # longest silence between two reads
 TOTAL_TIMEOUT_S = 60.0      # wall clock for one attempt at a URL: DNS, every redirect hop, headers and body
 DNS_TIMEOUT_S = 5.0         # one name lookup
+DNS_THREADS = 64            # lookups at once per worker (getaddrinfo blocks; a queued lookup eats its timeout)
 MAX_BYTES = 5 * MiB         # decoded body
 MAX_REDIRECTS = 5
 SNIFF_BYTES = 1024          # decoded bytes looked at to sniff a missing, generic or suspicious type
@@ -189,7 +190,7 @@ class Resolver:
     """getaddrinfo with a deadline (a stuck lookup costs a pool thread, never the caller) and overrides."""
 
     def __init__(self, overrides: tuple[tuple[str, str], ...] = (), timeout: float = DNS_TIMEOUT_S,
-                 threads: int = 16):
+                 threads: int = DNS_THREADS):
         self.overrides, self.timeout = overrides, timeout
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="dns")
 
