@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -122,10 +123,13 @@ def test_shards_are_byte_identical_across_runs_and_worker_counts(corpus, encoded
     out, manifest = encoded
     again = corpus["root"] / "again"
     two = corpus["root"] / "two-workers"
+    shuffled = corpus["root"] / "tokens-via-shuffle"
     encode.run(corpus["docs"], corpus["tokenizer"], str(again), CONFIG, options(1))
     encode.run(corpus["docs"], corpus["tokenizer"], str(two), CONFIG, options(2))
+    encode.run(corpus["docs"], corpus["tokenizer"], str(shuffled),
+               dataclasses.replace(CONFIG, tokens_via="shuffle"), options(1))
     names = sorted(p.name for p in out.glob("*.arrow")) + ["manifest.json", "tokenizer.json"]
-    for other in (again, two):
+    for other in (again, two, shuffled):
         assert sorted(p.name for p in other.glob("*.arrow")) + ["manifest.json", "tokenizer.json"] == names
         for name in names:
             assert (other / name).read_bytes() == (out / name).read_bytes(), name

@@ -37,6 +37,11 @@ BATCH_BYTES = 4 << 20           # text handed to encode_batch at once: enough to
 ORDER_BUCKETS = 1 << 16         # resolution of the token histogram that places shard boundaries
 RUNS_DIR = "_tmp-encode"        # encoded batches waiting to be gathered into shards; deleted at the end
 SPLIT_SALT = "webtext-split"    # the train/val split hashes this with the id, never the permutation seed
+# How tokens travel from encoding to shard writing. "files": run files beside the output, memory-mapped by the
+# shard writers, so the shuffle moves ~100 bytes per document and local memory stays flat (the direct runner
+# holds every shuffled element in memory). "shuffle": the tokens ride the shuffle, which Dataflow keeps on disk,
+# and no shard writer reads every run file from an object store. "auto": files locally, shuffle for gs://.
+TOKENS_VIA = ("auto", "files", "shuffle")
 
 MAX_HASH = 1 << 64
 
@@ -94,7 +99,8 @@ def shard_plan(histogram: np.ndarray, shard_tokens: int) -> tuple[np.ndarray, in
 
 
 class Entry(NamedTuple):
-    """Where one encoded document waits: a row of a run file. Small, so the shuffle carries no tokens."""
+    """One encoded document on its way to a shard: where its tokens wait (row `row` of run file `run`), or,
+    when the shuffle carries them, the tokens themselves (`data`)."""
     doc_id: str
     split_hash: int
     order: int
@@ -102,6 +108,7 @@ class Entry(NamedTuple):
     tokens: int
     run: str
     row: int
+    data: bytes | None = None
 
 
 @dataclass
@@ -110,8 +117,11 @@ class EncodeConfig:
     shard_tokens: int = SHARD_TOKENS
     seed: int = SEED
     batch_bytes: int = BATCH_BYTES
+    tokens_via: str = "auto"
 
     def check(self) -> None:
+        if self.tokens_via not in TOKENS_VIA:
+            raise ValueError(f"--tokens-via {self.tokens_via!r}: choose from {', '.join(TOKENS_VIA)}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"--val-fraction {self.val_fraction} must be in [0, 1)")
         if not 0 < self.shard_tokens <= shards.MAX_SHARD_TOKENS:
@@ -133,7 +143,7 @@ def check_row(row: dict, count) -> dict | None:
 class EncodeBatches(beam.DoFn):
     """A batch of documents -> one run file (shard format) of their ids + eot, and an Entry per document."""
 
-    def __init__(self, tokenizer_path: str, runs_dir: str, seed: int):
+    def __init__(self, tokenizer_path: str, runs_dir: str | None, seed: int):
         # The path, not the tokenizer: a GPT-2 vocabulary is megabytes that Beam would pickle and compress
         # again for every bundle.
         self.tokenizer_path, self.runs_dir, self.seed = tokenizer_path, runs_dir, seed
@@ -164,17 +174,20 @@ class EncodeBatches(beam.DoFn):
         for t, start, end in zip(encoded, offsets[:-1], offsets[1:]):
             flat[start:end - 1] = t
             flat[end - 1] = self.eot
-        # A retried bundle writes a new run file; only the committed attempt's entries point at one.
-        run = fs.join(self.runs_dir, f"run-{uuid.uuid4().hex}.arrow")
-        fs.write_atomic(run, memoryview(shards.shard_buffer(ids, flat, offsets, self.dtype)))
+        run = ""
+        if self.runs_dir is not None:
+            # A retried bundle writes a new run file; only the committed attempt's entries point at one.
+            run = fs.join(self.runs_dir, f"run-{uuid.uuid4().hex}.arrow")
+            fs.write_atomic(run, memoryview(shards.shard_buffer(ids, flat, offsets, self.dtype)))
         progress.tick(STAGE, len(batch))
         self.count("documents", len(good))
         self.count("tokens", int(offsets[-1]))
         self.count("text_chars", sum(len(r["text"]) for r in good))
         for i, doc_id in enumerate(ids):
-            digest = hashlib.blake2b(flat[offsets[i]:offsets[i + 1]].tobytes(), digest_size=8).digest()
+            data = flat[offsets[i]:offsets[i + 1]].tobytes()
+            digest = hashlib.blake2b(data, digest_size=8).digest()
             yield Entry(doc_id, split_hash(doc_id), order_key(self.seed, doc_id), digest,
-                        int(lengths[i]), run, i)
+                        int(lengths[i]), run, i, None if run else data)
 
 
 class TokenHistogram(beam.CombineFn):
@@ -200,6 +213,12 @@ class TokenHistogram(beam.CombineFn):
 
     def extract_output(self, acc):
         return acc
+
+
+def tokens_via(config: EncodeConfig, output_dir: str) -> str:
+    if config.tokens_via != "auto":
+        return config.tokens_via
+    return "shuffle" if fs.is_remote(output_dir) else "files"
 
 
 def plan_shards(histograms: dict, shard_tokens: int) -> dict:
@@ -242,7 +261,8 @@ class WriteShard(beam.DoFn):
         np.cumsum([e.tokens for e in entries], out=offsets[1:])
         flat = np.empty(int(offsets[-1]), dtype=np.dtype(self.dtype))
         for e, start, end in zip(entries, offsets[:-1], offsets[1:]):
-            flat[start:end] = reader.document(e.run, e.row)
+            flat[start:end] = (reader.document(e.run, e.row) if e.data is None
+                               else np.frombuffer(e.data, dtype=flat.dtype))
         data = shards.shard_buffer([e.doc_id for e in entries], flat, offsets, self.dtype)
         name = shards.shard_name(split, index, plan[split][1])
         fs.write_atomic(fs.join(self.output_dir, name), memoryview(data))  # no copy of a ~200 MB buffer
@@ -281,7 +301,7 @@ class EncodeShards(beam.PTransform):
 
     def expand(self, docs):
         cfg = self.config
-        runs_dir = fs.join(self.output_dir, RUNS_DIR)
+        runs_dir = fs.join(self.output_dir, RUNS_DIR) if tokens_via(cfg, self.output_dir) == "files" else None
         encoded = (docs
                    | "Batch" >> beam.BatchElements(
                        min_batch_size=cfg.batch_bytes, max_batch_size=cfg.batch_bytes,
@@ -341,7 +361,8 @@ def run(docs_dir: str, tokenizer_path: str, output_dir: str, config: EncodeConfi
     tokenizer = {"fingerprint": bpe.tokenizer_fingerprint(tok), "vocab_size": vocab,
                  "eot_id": bpe.eot_id(tok), "eot_token": bpe.EOT_TOKEN, "file": shards.TOKENIZER_FILE}
     dtype = shards.dtype_for_vocab(vocab)
-    manifest_config = {**asdict(config), "docs_dataset": DOCUMENTS}
+    # How tokens travel changes no byte of the output, so it stays out of the manifest.
+    manifest_config = {k: v for k, v in asdict(config).items() if k != "tokens_via"} | {"docs_dataset": DOCUMENTS}
     upstream = stats.read_stats(docs_dir)
 
     fs.makedirs(output_dir)
@@ -370,7 +391,8 @@ def run(docs_dir: str, tokenizer_path: str, output_dir: str, config: EncodeConfi
             pass
     manifest = fs.read_json(manifest_path)
     counters = stats.collect_counters(result, STAGE)
-    stats.write_stats(output_dir, STAGE, {**manifest_config, "docs": docs_dir, "tokenizer": tokenizer_path},
+    stats.write_stats(output_dir, STAGE, {**manifest_config, "docs": docs_dir, "tokenizer": tokenizer_path,
+                                          "tokens_via": tokens_via(config, output_dir)},
                       counters, timer, totals=manifest["totals"], tokenizer=tokenizer)
     return manifest
 
@@ -400,12 +422,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=SEED, help=f"seed of the document permutation (default: {SEED})")
     parser.add_argument("--batch-bytes", type=int, default=BATCH_BYTES,
                         help=f"text per encode_batch call (default: {BATCH_BYTES:,})")
+    parser.add_argument("--tokens-via", choices=TOKENS_VIA, default="auto",
+                        help="how tokens reach the shard writers: run files (local) or the shuffle (Dataflow) "
+                             "(default: auto)")
     add_runner_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     config = EncodeConfig(val_fraction=args.val_fraction, shard_tokens=args.shard_tokens, seed=args.seed,
-                          batch_bytes=args.batch_bytes)
+                          batch_bytes=args.batch_bytes, tokens_via=args.tokens_via)
     try:
         config.check()
         total = count_documents(args.docs)
