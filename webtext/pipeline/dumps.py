@@ -7,6 +7,10 @@ line split across chunks reaches the caller whole; decoding is left to the JSON 
 streams (pbzip2, multi-member gzip, several zstd frames) are read to the end. A file that ends inside a
 compressed stream raises `DumpReadError` naming the file, after every complete line before the damage has
 been yielded. Files are opened through `webtext.pipeline.fs`, so gs:// paths work too.
+
+Memory: a `.zst` frame made with `--long=31` may refer back 2 GiB, so its decoder keeps that much decoded
+history: reading one file costs up to min(decoded size, 2 GiB) on top of the process, whatever the number of
+files (measured by bench/links.py). Other formats need a few MB.
 """
 
 from __future__ import annotations
