@@ -238,3 +238,62 @@ def test_decide_charset_order():
 def test_ip_literals_skip_dns_and_are_checked(web, client):
     e = error_of(client, f"http://127.0.0.2:{web.port}/x/ok")
     assert e.error == "blocked_address"  # loopback, but not the allowed 127.0.0.1/32
+
+
+# ---------------------------------------------------------------------------------------------------------
+# properties
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@given(st.ip_addresses(v=4))
+def test_mapped_and_embedded_forms_judged_like_the_ipv4_address(v4):
+    p = AddressPolicy()
+    blocked = bool(p.blocked(str(v4)))
+    assert bool(p.blocked(f"::ffff:{v4}")) == blocked
+    assert bool(p.blocked(f"64:ff9b::{v4}")) or not blocked  # NAT64 of a blocked address is blocked
+    sixtofour = "2002:{:02x}{:02x}:{:02x}{:02x}::1".format(*v4.packed)
+    assert bool(p.blocked(sixtofour)) or not blocked
+
+
+@given(st.ip_addresses(v=4, network="10.0.0.0/8") | st.ip_addresses(v=4, network="169.254.0.0/16")
+       | st.ip_addresses(v=4, network="127.0.0.0/8") | st.ip_addresses(v=4, network="100.64.0.0/10")
+       | st.ip_addresses(v=4, network="192.168.0.0/16") | st.ip_addresses(v=6, network="fc00::/7")
+       | st.ip_addresses(v=6, network="fe80::/10"))
+def test_private_ranges_always_blocked(ip):
+    assert AddressPolicy().blocked(str(ip))
+
+
+@settings(max_examples=30, deadline=None)
+_bodies = st.binary(max_size=20_000) | st.tuples(st.binary(min_size=1, max_size=40), st.integers(1, 20_000)).map(
+    lambda t: t[0] * t[1])  # highly compressible: long matches, bomb-like ratios
+
+
+@given(_bodies, st.sampled_from(["gzip", "deflate", "br", "identity"]), st.integers(1, 200_000))
+def test_capped_decoder_gives_the_body_or_stops_at_the_cap(body, encoding, cap):
+    import zlib as _zlib
+
+    import brotli as _brotli
+
+    from webtext.pipeline.http import _Decoder
+
+    wire = {"gzip": lambda b: gzip.compress(b), "deflate": _zlib.compress, "br": _brotli.compress,
+            "identity": lambda b: b}[encoding](body)
+    d, out, over = _Decoder(encoding), b"", False
+    for i in range(0, len(wire), 997):
+        out += d.feed(wire[i:i + 997], cap - len(out))
+        while d.has_more() and len(out) <= cap:
+            out += d.drain(cap - len(out))
+        if len(out) > cap:
+            over = True
+            break
+    if not over:
+        while d.has_more() and len(out) <= cap:
+            out += d.drain(cap - len(out))
+        over = len(out) > cap
+    assert over == (len(body) > cap)
+    # memory stays bounded: at most one input chunk (identity) or one brotli buffer step past the cap
+    slack = {"identity": 997, "br": 2 * 65536, "gzip": 1, "deflate": 1}[encoding]
+    assert len(out) <= cap + slack
+    if not over:
+        assert out == body

@@ -282,53 +282,66 @@ class Watchdog:
 # Body decoding with a cap on decoded bytes
 
 class _Decoder:
-    """Removes one Content-Encoding, never producing more than `limit` bytes per call."""
+    """Removes one Content-Encoding, producing at most about `limit` bytes per call (memory stays bounded
+    whatever the compression ratio); `has_more`/`drain` hand out output held back by the limit."""
 
     def __init__(self, encoding: str):
         self.encoding = encoding
+        self._z = None
+        self._br = None
+        self._br_full = False   # the last brotli call stopped at its output limit: more output may be waiting
+        self._z_full = False    # the same for zlib
+        self._pending = b""     # brotli input received while output was still waiting
         if encoding in ("gzip", "x-gzip"):
             self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif encoding == "deflate":
-            self._z = None  # zlib-wrapped or raw: decided on the first bytes
         elif encoding == "br":
             self._br = brotli.Decompressor()
-        elif encoding in ("", "identity"):
-            pass
-        else:
+        elif encoding not in ("", "identity", "deflate"):  # deflate: zlib-wrapped or raw, seen on first bytes
             raise FetchError("decode", f"unsupported Content-Encoding {encoding!r}")
-        self._pending = b""
+
+    def _brotli(self, data: bytes, limit: int) -> bytes:
+        cap = min(limit + 1, CHUNK)
+        # output_buffer_limit is soft (the buffer may double past it) and more output can be waiting even
+        # when can_accept_more_data() is true: a call that filled its buffer is followed by empty-input calls.
+        out = self._br.process(data, output_buffer_limit=cap)
+        self._br_full = len(out) >= cap or not self._br.can_accept_more_data()
+        return out
 
     def feed(self, data: bytes, limit: int) -> bytes:
-        """Decoded bytes for `data` (and anything held back), at most `limit` + the caller sees overflow."""
+        """Decoded bytes for `data`, about `limit` + 1 at most (more may wait: see `has_more`)."""
         enc = self.encoding
         try:
             if enc in ("", "identity"):
                 return data
             if enc == "br":
-                if not self._br.can_accept_more_data():
-                    data, self._pending = b"", self._pending + data
-                out = self._br.process(data, output_buffer_limit=limit + 1)
-                return out
+                if self._br_full or self._pending:
+                    self._pending += data
+                    return self.drain(limit)
+                return self._brotli(data, limit)
             if self._z is None:
                 self._z = zlib.decompressobj(zlib.MAX_WBITS if _looks_zlib(data) else -zlib.MAX_WBITS)
-            return self._z.decompress(self._z.unconsumed_tail + data if self._z.unconsumed_tail else data,
-                                      limit + 1)
+            tail = self._z.unconsumed_tail
+            cap = min(limit + 1, CHUNK)
+            out = self._z.decompress(tail + data if tail else data, cap)
+            self._z_full = len(out) >= cap  # a long match may still be half-copied inside zlib
+            return out
         except (zlib.error, brotli.error) as e:
             raise FetchError("decode", f"bad {enc} data: {e}") from None
 
     def has_more(self) -> bool:
-        """Whether decoded output is held back (a capped call left input unprocessed)."""
         if self.encoding == "br":
-            return not self._br.can_accept_more_data() or bool(self._pending)
-        z = getattr(self, "_z", None)
-        return bool(z is not None and z.unconsumed_tail)
+            return self._br_full or bool(self._pending)
+        return bool(self._z is not None and (self._z.unconsumed_tail or self._z_full))
 
     def drain(self, limit: int) -> bytes:
         if self.encoding == "br":
-            if not self._br.can_accept_more_data():
-                return self._br.process(b"", output_buffer_limit=limit + 1)
-            data, self._pending = self._pending, b""
-            return self.feed(data, limit)
+            try:
+                if self._br_full:
+                    return self._brotli(b"", limit)
+                data, self._pending = self._pending, b""
+                return self._brotli(data, limit)
+            except brotli.error as e:
+                raise FetchError("decode", f"bad br data: {e}") from None
         return self.feed(b"", limit)
 
 
