@@ -109,3 +109,20 @@ def test_tokenizer_directory(stage_dirs, capsys):
 def test_nothing_to_inspect(tmp_path, capsys):
     rc, _, err = run(capsys, str(tmp_path))
     assert rc == 2 and "no token shards" in err
+
+
+def test_fetch_log_statuses_and_errors_are_tabulated(tmp_path, capsys):
+    schema = pa.schema([("url", pa.string()), ("host", pa.string()), ("status", pa.int32()),
+                        ("error", pa.string()), ("fetched_at", pa.string()), ("bytes", pa.int64())])
+    rows = [{"url": f"http://h.example/{i}", "host": "h.example", "status": 200 if i < 7 else 404,
+             "error": None if i < 7 else "http_status", "fetched_at": f"2026-01-01T00:00:{i:02d}",
+             "bytes": 1000 * i} for i in range(10)]
+    with beam.Pipeline() as p:
+        p | beam.Create(rows) | datasets.WriteDataset(str(tmp_path), "log", schema, lambda r: r["url"])
+    rc, out, _ = run(capsys, str(tmp_path))
+    assert rc == 0
+    assert "log.status: top values" in out and "log.error: top values" in out
+    assert any("404" in line and "30.0%" in line for line in out.splitlines())
+    assert any("http_status" in line and "30.0%" in line for line in out.splitlines())
+    assert "log.fetched_at" not in out  # timestamps are not categories
+    assert any(line.strip().startswith("│ bytes") for line in out.splitlines())

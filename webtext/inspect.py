@@ -34,13 +34,14 @@ PLOT_BINS = 50
 # Columns whose top values tell most about each stage's dataset (others are found automatically).
 TOP_COLUMNS = {
     "links": ["host", "subreddits"],
-    "log": ["host", "status", "outcome", "reason", "error", "content_type"],
+    "log": ["status", "error", "host", "content_type", "transient"],
     "documents": ["host", "language", "subreddits"],
-    "clusters": ["host"],
+    "clusters": ["reason", "kept"],
     "errors": ["stage", "reason"],
 }
 # String columns that are identifiers or free text: never tabulated, only shown in samples.
-FREE_TEXT = re.compile(r"^(text|raw|detail|title|url|key|doc_id|.*_id|.*_ids|.*digest.*|warc_.*|path|.*_url)$")
+FREE_TEXT = re.compile(r"^(text|raw|detail|.*_detail|title|url|key|date|.*_at|ip|.*_id|.*_ids|.*digest.*|warc_.*"
+                       r"|path|.*_url)$")
 MAX_DISTINCT = 1000             # a string column with more distinct values than this is not categorical
 DATASET_RE = re.compile(r"^(?P<name>[a-z_]+)-\d{5}-of-\d{5}\.parquet$")
 
