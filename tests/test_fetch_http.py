@@ -264,11 +264,11 @@ def test_private_ranges_always_blocked(ip):
     assert AddressPolicy().blocked(str(ip))
 
 
-@settings(max_examples=30, deadline=None)
 _bodies = st.binary(max_size=20_000) | st.tuples(st.binary(min_size=1, max_size=40), st.integers(1, 20_000)).map(
     lambda t: t[0] * t[1])  # highly compressible: long matches, bomb-like ratios
 
 
+@settings(max_examples=40, deadline=None)
 @given(_bodies, st.sampled_from(["gzip", "deflate", "br", "identity"]), st.integers(1, 200_000))
 def test_capped_decoder_gives_the_body_or_stops_at_the_cap(body, encoding, cap):
     import zlib as _zlib
