@@ -111,6 +111,11 @@ def test_mismatched_tokenizer_is_refused_by_eval_and_resume(trained, tmp_path, c
     # without --resume an existing run is never overwritten
     assert cli(["train", "--data", data_dir, "--config", job, "--out", run, "--no-progress"]) == 2
     assert "--resume" in capsys.readouterr().err
+    # a job file that names a vocabulary size must agree with the shards
+    wrong = write_job(str(tmp_path / "wrong.toml"), {**TINY_MODEL, "vocab_size": 50257}, TINY_TRAIN)
+    assert cli(["train", "--data", data_dir, "--config", wrong, "--out", str(tmp_path / "new"), "--no-progress"]) == 2
+    assert "vocabulary of 50257" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "new" / "checkpoint.pt")
 
 
 def test_resume_continues_exactly(tmp_path):
