@@ -175,3 +175,26 @@ def test_init_from_a_hugging_face_directory(trained, tmp_path):
     for name, tensor in trained_state.items():
         assert torch.equal(tensor, started[name]), name
     assert metrics(start)[0][1] < support_shards.unigram_entropy(data_dir)  # it starts as the trained model
+
+
+def test_sigterm_stops_after_the_step_and_saves(tmp_path):
+    import signal
+
+    data_dir = support_shards.shard_dir()
+    job = write_job(str(tmp_path / "job.toml"), TINY_MODEL, {**TINY_TRAIN, "max_steps": 1_000_000,
+                                                             "decay_steps": 1_000_000, "checkpoint_every": 1_000_000})
+    run = str(tmp_path / "run")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+    proc = subprocess.Popen([sys.executable, "-m", "webtext.cli", "train", "--data", data_dir, "--config", job,
+                             "--out", run, "--no-progress"], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("step 3 "):
+                proc.send_signal(signal.SIGTERM)
+                break
+        assert proc.wait(timeout=120) == 0
+    finally:
+        proc.kill()
+    step = checkpoint.load(run)["step"]
+    assert step >= 3
+    assert [s for s, _ in metrics(run)] == list(range(1, step + 1))
