@@ -34,6 +34,7 @@ FETCH_LOG = "log"
 ROWS_PER_SHARD = 50_000          # datasets.WriteDataset: keeps a shard's sort in the low hundreds of MB
 MAX_HTML_BYTES = MAX_HTML_CHARS  # body bytes read per page; the rest is cut before decoding (counted)
 SNIFF_BYTES = 1024               # body prefix checked for binary signatures
+READ_SPAN_BYTES = 64 * 1024 * 1024  # a WARC file is read in spans this long: the unit of parallel work
 OK_STATUSES = range(200, 300)
 
 # The `reason` column of the errors dataset.
@@ -142,7 +143,7 @@ def skip_or_error(pg_url: str, source: str, offset: int | None, problem: str, co
 # -- reading
 
 class _ReadFetchedPages(beam.DoFn):
-    """(warc_file, log rows) -> pages, reading the file's records in offset order."""
+    """((warc_file, span), log rows) -> pages, reading the span's records in offset order."""
 
     def __init__(self, fetch_dir: str, max_bytes: int):
         self.fetch_dir, self.max_bytes = fetch_dir, max_bytes
@@ -151,7 +152,7 @@ class _ReadFetchedPages(beam.DoFn):
         self.count = stats.BeamCounters(STAGE)
 
     def process(self, element):
-        warc_file, rows = element
+        (warc_file, _), rows = element
         path = fs.join(self.fetch_dir, warc_file)
         rows = sorted(rows, key=lambda r: r["warc_offset"])
         try:
@@ -204,8 +205,14 @@ def keep_fetched(row: dict, count) -> bool:
     return True
 
 
+def warc_span(row: dict, span_bytes: int = READ_SPAN_BYTES) -> tuple[str, int]:
+    return row["warc_file"], row["warc_offset"] // span_bytes
+
+
 class ReadFetchedPages(beam.PTransform):
-    """The fetch stage's log -> pages (main output) and errors (tagged `errors`)."""
+    """The fetch stage's log -> pages (main output) and errors (tagged `errors`). Log rows are grouped by
+    span of WARC file, so each worker reads a span sequentially and spans spread over workers; reading is
+    fused with extraction, so the extractor children are busy while the next record is read."""
 
     def __init__(self, fetch_dir: str, max_bytes: int = MAX_HTML_BYTES):
         super().__init__()
@@ -216,8 +223,8 @@ class ReadFetchedPages(beam.PTransform):
         return (pbegin
                 | "ReadLog" >> datasets.ReadDataset(self.fetch_dir, FETCH_LOG)
                 | "Stored" >> beam.Filter(keep_fetched, count)
-                | "ByWarcFile" >> beam.Map(lambda r: (r["warc_file"], r))
-                | "GroupByWarcFile" >> beam.GroupByKey()
+                | "BySpan" >> beam.Map(lambda r: (warc_span(r), r))
+                | "GroupBySpan" >> beam.GroupByKey()
                 | "ReadRecords" >> beam.ParDo(_ReadFetchedPages(self.fetch_dir, self.max_bytes))
                 .with_outputs(ERRORS, main="pages"))
 
@@ -345,24 +352,25 @@ def first_per_doc_id(element, count) -> Iterator[dict]:
 
 
 class ExtractDocuments(beam.PTransform):
-    """Pages -> (documents, errors)."""
+    """Pages -> (documents, errors). `one_per_id` keeps one document per id, for inputs that may hold a URL
+    twice (any WARC file); the fetch log holds each key once already."""
 
-    def __init__(self, sandbox: SandboxConfig, filters: FilterConfig):
+    def __init__(self, sandbox: SandboxConfig, filters: FilterConfig, one_per_id: bool):
         super().__init__()
-        self.sandbox, self.filters = sandbox, filters
+        self.sandbox, self.filters, self.one_per_id = sandbox, filters, one_per_id
 
     def expand(self, pages):
         count = stats.BeamCounters(STAGE)
         out = (pages
-               | "Spread" >> beam.Reshuffle()
                | "Extract" >> beam.ParDo(_ExtractDocuments(self.sandbox, self.filters))
                .with_outputs(ERRORS, main=DOCUMENTS))
-        documents = (out[DOCUMENTS]
-                     | "ById" >> beam.Map(lambda d: (d["doc_id"], d))
-                     | "GroupById" >> beam.GroupByKey()
-                     | "OnePerId" >> beam.FlatMap(first_per_doc_id, count)
-                     | "Count" >> beam.Map(_counted, count, "documents"))
-        return documents, out[ERRORS]
+        documents = out[DOCUMENTS]
+        if self.one_per_id:
+            documents = (documents
+                         | "ById" >> beam.Map(lambda d: (d["doc_id"], d))
+                         | "GroupById" >> beam.GroupByKey()
+                         | "OnePerId" >> beam.FlatMap(first_per_doc_id, count))
+        return documents | "Count" >> beam.Map(_counted, count, "documents"), out[ERRORS]
 
 
 def _counted(x, count, name):
@@ -390,7 +398,8 @@ def run(output_dir: str, options, *, fetch_dir: str | None = None, warc_paths: l
         read = p | "ReadFetched" >> ReadFetchedPages(fetch_dir, max_html_bytes)
     else:
         read = p | "ReadWarc" >> ReadWarcPages(warc_paths, max_html_bytes)
-    documents, extract_errors = read.pages | "Extract" >> ExtractDocuments(sandbox, filters)
+    documents, extract_errors = read.pages | "Extract" >> ExtractDocuments(sandbox, filters,
+                                                                          one_per_id=warc_paths is not None)
     _ = documents | "WriteDocuments" >> datasets.WriteDataset(output_dir, DOCUMENTS, DOCUMENTS_SCHEMA,
                                                               doc_sort_key, rows_per_shard)
     _ = ((read[ERRORS], extract_errors)

@@ -37,7 +37,7 @@ MAX_DUP_LINE_CHAR_FRACTION = 0.20
 MAX_DUP_PARAGRAPH_FRACTION = 0.30
 MAX_DUP_PARAGRAPH_CHAR_FRACTION = 0.20
 MAX_SYMBOL_RATIO = 0.1           # Gopher, when the symbol filter is on
-LANGUAGE_SAMPLE_CHARS = 2000     # py3langid is linear in length; 2,000 characters decide a language well
+LANGUAGE_SAMPLE_CHARS = 1000     # py3langid is linear in length (~0.5 ms here); 1,000 characters suffice
 
 # C4 (c4_utils.py): lines with these are policy/cookie notices, "enable JavaScript" notices or placeholder text.
 POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",

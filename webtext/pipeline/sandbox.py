@@ -126,12 +126,17 @@ class _Child:
             conn.close()
         return self.proc.wait()
 
-    def stop(self) -> None:
-        """Ask an idle child to exit; kill it if it does not."""
+    def ask_to_exit(self) -> None:
         try:
             self.to_child.send(None)
-            self.proc.wait(timeout=2.0)
-        except (OSError, subprocess.TimeoutExpired):
+        except OSError:
+            pass
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        """Reap a child asked to exit; kill it if it has not gone within `grace_s`."""
+        try:
+            self.proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
             pass
         self.kill()
 
@@ -159,6 +164,7 @@ class ExtractorPool:
         self.config = config
         self.count = count or (lambda name, n=1: None)
         self._children: list[_Child] = []
+        self._retiring: list[_Child] = []   # recycled children asked to exit, not yet reaped
         self._startup_failures = 0
 
     # -- lifecycle
@@ -175,17 +181,23 @@ class ExtractorPool:
             self._spawn()
 
     def close(self) -> None:
+        """Stop every child: idle ones are asked to exit (all at once, then reaped), busy ones killed."""
         for child in self._children:
             if child.task is None and child.ready:
-                child.stop()
+                child.ask_to_exit()
             else:
                 child.kill()
-        self._children = []
+        for child in self._children + self._retiring:
+            child.stop()
+        self._children, self._retiring = [], []
 
     def pids(self) -> list[int]:
         return [c.proc.pid for c in self._children]
 
     def _spawn(self) -> _Child:
+        for gone in [c for c in self._retiring if c.proc.poll() is not None]:
+            gone.kill()  # only closes its pipes and reaps it
+            self._retiring.remove(gone)
         child = _Child(self.config)
         self._children.append(child)
         self.count("children_started")
@@ -286,7 +298,9 @@ class ExtractorPool:
             self.count("children_replaced")
             self._replace(child)
         elif child.done >= self.config.recycle_after:
-            child.stop()
+            # It exits on its own; reaped later, so the pool does not wait for its interpreter to wind down.
+            child.ask_to_exit()
+            self._retiring.append(child)
             self.count("children_recycled")
             self._replace(child)
         return [outcome]
