@@ -146,8 +146,8 @@ def bucket_edges(keys: np.ndarray, ids: list[str], all_pairs_upto: int = 0) -> s
 
 
 def similarity(payload_a: bytes, payload_b: bytes, verify: str, dtype) -> float:
-    """Jaccard similarity of two documents from their verification payloads: distinct shingle hashes
-    (exact) or MinHash signatures (estimate)."""
+    """Jaccard similarity of two documents from their verification payloads: shingle hashes (exact) or
+    MinHash signatures (estimate)."""
     if verify == "exact":
         return minhash.jaccard_of_hashes(np.frombuffer(payload_a, np.uint32), np.frombuffer(payload_b, np.uint32))
     return minhash.estimated_jaccard(np.frombuffer(payload_a, dtype), np.frombuffer(payload_b, dtype))
@@ -256,7 +256,8 @@ class _Sketch(beam.DoFn):
         bands = minhash.band_keys(sig.reshape(1, -1), self.bands, self.rows)[0].tobytes()
         yield key, (row["doc_id"], row["score"], bands)
         if self.cfg.verify == "exact":
-            yield beam.pvalue.TaggedOutput(PAYLOADS, (row["doc_id"], np.unique(hashes).tobytes()))
+            # as they are: making them distinct costs more than it saves, and only candidates need it
+            yield beam.pvalue.TaggedOutput(PAYLOADS, (row["doc_id"], hashes.tobytes()))
         elif self.cfg.verify == "estimate":
             yield beam.pvalue.TaggedOutput(PAYLOADS, (row["doc_id"], sig.tobytes()))
 

@@ -60,6 +60,9 @@ def _bmp_fold():
     return re.compile(_fold_class(0, 0xFFFF))
 
 
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
 @functools.cache
 def _astral_fold():
     # The lookahead rejects a BMP character with one range test before the long astral class is scanned.
@@ -70,7 +73,7 @@ def normalize(text: str) -> str:
     """Text as compared for duplicates: case folded, every run of punctuation, symbols and whitespace
     folded into one space, no space at either end. Letters, digits and combining marks stay."""
     text = text.casefold()
-    if text and max(text) > "\uffff":   # emoji and other astral symbols: rare, so checked only when present
+    if not text.isascii() and _ASTRAL.search(text):  # emoji and other astral symbols: rare, folded when present
         text = _astral_fold().sub(" ", text)
     return _bmp_fold().sub(" ", text).strip(" ")
 
@@ -227,7 +230,8 @@ def jaccard(a: Iterable, b: Iterable) -> float:
 
 
 def jaccard_of_hashes(a: np.ndarray, b: np.ndarray) -> float:
-    """Exact Jaccard similarity of two arrays of sorted, distinct shingle hashes."""
+    """Exact Jaccard similarity of the sets of values in two arrays of shingle hashes."""
+    a, b = np.unique(a), np.unique(b)
     if not len(a) and not len(b):
         return 1.0
     inter = len(np.intersect1d(a, b, assume_unique=True))
