@@ -199,3 +199,14 @@ def test_shard_plan_cuts_consecutive_ranges_of_about_the_target(sizes, shard_tok
         assert n <= max(1, -(-hist.sum() // shard_tokens))
     else:
         assert n == 1
+
+
+def test_empty_corpus_gives_one_empty_shard_per_split(corpus, tmp_path):
+    from webtext.tokenize import verify
+
+    docs = write_documents(tmp_path / "docs", [])
+    manifest = encode.run(docs, corpus["tokenizer"], str(tmp_path / "out"), CONFIG, options())
+    assert manifest["totals"] == {"tokens": 0, "documents": 0, "bytes": manifest["totals"]["bytes"]}
+    assert [e["path"] for s in ("train", "val") for e in manifest["splits"][s]["shards"]] == [
+        "train-00000-of-00001.arrow", "val-00000-of-00001.arrow"]
+    assert verify.verify(str(tmp_path / "out")).ok
