@@ -42,8 +42,8 @@ ERROR_REASONS = ("warc_damaged", "warc_missing", "warc_mismatch", "bad_url", "bi
                  "extract_timeout", "extract_crash", "extract_memory", "extract_error", "extract_empty")
 
 EXAMPLE = """\
-  webtext extract --fetch /tmp/fetch --output /tmp/documents --workers 1
-  webtext extract --warc '../shared/data/warc/*.warc.gz' --output /tmp/cc-documents --workers 1
+  webtext extract --fetch out/fetch --output out/documents
+  webtext extract --warc '../shared/data/warc/*.warc.gz' --output /tmp/cc-documents --workers 1 --languages en,ru
 """
 
 DOCUMENTS_SCHEMA = pa.schema([
