@@ -201,3 +201,23 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     write_links(tmp_path / "links", ["http://a.test/"])
     assert main(["fetch", "--links", str(tmp_path / "links"), "--output", str(tmp_path / "out"),
                  "--resolve", "nonsense"]) == 2
+
+
+def test_plan_keeps_the_best_final_row_and_refetches_transient_ones():
+    from webtext.pipeline.fetch import plan_link
+    from webtext.pipeline.stats import dict_counter
+
+    link = {"url": "http://a.test/", "key": "http://a.test", "score": 9, "num_submissions": 2,
+            "subreddits": ["x"], "first_created_utc": 5}
+    ok = {"url": link["url"], "error": None, "transient": False, "run": 1, "fetched_at": "1", "score": 3}
+    gone = {"url": link["url"], "error": "http_4xx", "transient": False, "run": 2, "fetched_at": "2"}
+    busy = {"url": link["url"], "error": "http_5xx", "transient": True, "run": 3, "fetched_at": "3"}
+    totals, count = dict_counter()
+    # a success beats a later permanent failure and a later transient one; link metadata is refreshed
+    [(action, row)] = plan_link([link], [busy, ok, gone], count)
+    assert action == "keep" and row["run"] == 1 and row["score"] == 9 and row["subreddits"] == ["x"]
+    assert plan_link([link], [busy, gone], count)[0][1]["run"] == 2
+    assert plan_link([link], [busy], count) == [("fetch", link)]
+    assert plan_link([link], [], count) == [("fetch", link)]
+    assert plan_link([], [ok], count) == []
+    assert (totals["resume_kept"], totals["resume_retried"], totals["stale_log_rows"]) == (2, 1, 1)
