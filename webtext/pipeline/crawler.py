@@ -47,6 +47,7 @@ WARC_MAX_BYTES = 1024 * MiB  # roll to a new WARC file past this size
 WARC_GZIP_LEVEL = 3          # compression dominates a fetch worker's CPU: level 3 is ~2x faster than 6
                              # for files ~10% larger
 WARC_DIR = "warc"
+PROGRESS_EVERY_S = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -389,8 +390,10 @@ class GroupCrawler:
         out.error = FetchError("redirects", f"more than {self.config.max_redirects} redirects")
         return out
 
-    def crawl(self, links: list[dict], sink: WarcSink | None, run: int = 1) -> list[dict]:
-        """Log rows for `links` (one per link), storing successful pages in `sink`."""
+    def crawl(self, links: list[dict], sink: WarcSink | None, run: int = 1,
+              on_progress: Callable[[int], None] | None = None) -> list[dict]:
+        """Log rows for `links` (one per link), storing successful pages in `sink`. `on_progress(n)` is
+        called from the calling thread with the links finished since its last call."""
         cfg = self.config
         sched = HostScheduler(links, cfg.per_host, cfg.host_delay)
         rows: list[dict] = []
@@ -434,8 +437,16 @@ class GroupCrawler:
                    for i in range(max(1, min(cfg.concurrency, len(links))))]
         for t in threads:
             t.start()
+        reported = 0
         for t in threads:
-            t.join()
+            while t.is_alive():
+                t.join(PROGRESS_EVERY_S)
+                if on_progress is not None and len(rows) > reported:
+                    done = len(rows)
+                    on_progress(done - reported)
+                    reported = done
+        if on_progress is not None and len(rows) > reported:
+            on_progress(len(rows) - reported)
         if failures:
             raise failures[0]
         assert len(rows) == len(links), (len(rows), len(links))

@@ -21,7 +21,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from webtext.pipeline import datasets, fs, stats
+from webtext.pipeline import datasets, fs, progress, stats
 from webtext.pipeline.beam import add_runner_arguments, pipeline_options
 from webtext.pipeline.crawler import (BACKOFF_S, CONCURRENCY, HOST_DELAY_S, MAX_CRAWL_DELAY_S, MAX_RETRY_AFTER_S,
                                       PER_HOST, RETRIES, WARC_DIR, WARC_GZIP_LEVEL, WARC_MAX_BYTES, CrawlConfig, GroupCrawler,
@@ -182,6 +182,7 @@ class CheckLinks(beam.DoFn):
             yield link
             return
         self.count("bad_links")
+        progress.tick(STAGE)
         row = {f.name: None for f in LOG_SCHEMA}
         row.update(url=link.get("url") if isinstance(link.get("url"), str) else None, key=link.get("key"),
                    host=link.get("host"), error="bad_url", error_detail=why, transient=False, attempts=0,
@@ -199,7 +200,11 @@ class PlanLinks(beam.DoFn):
         _, grouped = element
         links = sorted(grouped["link"], key=lambda r: repr(sorted(r.items())))
         for action, row in plan_link(links, list(grouped["prev"]), self.count):
-            yield row if action == "fetch" else beam.pvalue.TaggedOutput("logged", row)
+            if action == "fetch":
+                yield row
+            else:
+                progress.tick(STAGE)
+                yield beam.pvalue.TaggedOutput("logged", row)
 
 
 def group_of(host: str, num_groups: int) -> int:
@@ -231,7 +236,7 @@ class FetchHostGroups(beam.DoFn):
         crawler = GroupCrawler(self.client, self.config, self.count, self.link_filter,
                                seed=datasets.stable_hash((self.run, group)))
         try:
-            rows = crawler.crawl(links, sink, self.run)
+            rows = crawler.crawl(links, sink, self.run, on_progress=lambda n: progress.tick(STAGE, n))
             sink.commit()
         except BaseException:
             sink.abort()
@@ -397,6 +402,15 @@ def config_from_args(args: argparse.Namespace) -> CrawlConfig:
                        warc_max_bytes=args.warc_max_bytes, warc_gzip_level=args.warc_gzip_level)
 
 
+def count_links(links_dir: str) -> int:
+    """Rows of the links dataset, from the Parquet footers alone."""
+    total = 0
+    for path in datasets.shard_paths(links_dir, LINKS):
+        with fs.open_read(path) as f:
+            total += pq.ParquetFile(f).metadata.num_rows
+    return total
+
+
 def summarize(output_dir: str) -> dict[str, int]:
     """Links per outcome in the whole log (all runs)."""
     table = datasets.read_table(output_dir, LOG, columns=["error"])
@@ -431,8 +445,9 @@ def main(args: argparse.Namespace) -> int:
     datasets.remove_dataset(out, ERRORS)
     datasets.remove_dataset(fs.join(out, STAGING_DIR), LOG)
 
-    with beam.Pipeline(options=pipeline_options(args, STAGE)) as p:
-        build_pipeline(p, args.links, out, previous, config, run, args.hosts_per_group, args.rows_per_shard)
+    with progress.Progress(STAGE, total=count_links(args.links), unit="links"):
+        with beam.Pipeline(options=pipeline_options(args, STAGE)) as p:
+            build_pipeline(p, args.links, out, previous, config, run, args.hosts_per_group, args.rows_per_shard)
     result = p.result
     swap_in_log(out, previous)
     counters = stats.collect_counters(result, STAGE)
