@@ -201,6 +201,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     write_links(tmp_path / "links", ["http://a.test/"])
     assert main(["fetch", "--links", str(tmp_path / "links"), "--output", str(tmp_path / "out"),
                  "--resolve", "nonsense"]) == 2
+    assert main(["fetch", "--links", str(tmp_path / "links"), "--output", str(tmp_path / "out"),
+                 "--allow-network", "10.0.0.0/33"]) == 2
+    assert "10.0.0.0/33" in capsys.readouterr().err
 
 
 def test_plan_keeps_the_best_final_row_and_refetches_transient_ones():

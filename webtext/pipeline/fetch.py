@@ -28,7 +28,7 @@ from webtext.pipeline.crawler import (BACKOFF_S, CONCURRENCY, HOST_DELAY_S, MAX_
                                       WarcSink)
 from webtext.pipeline.errors import ERRORS, ERRORS_SCHEMA, error_row, error_sort_key
 from webtext.pipeline.http import (CONNECT_TIMEOUT_S, DEFAULT_USER_AGENT, DNS_TIMEOUT_S, MAX_BYTES, MAX_REDIRECTS,
-                                   READ_TIMEOUT_S, TOTAL_TIMEOUT_S, ClientConfig, HttpClient,
+                                   READ_TIMEOUT_S, TOTAL_TIMEOUT_S, AddressPolicy, ClientConfig, HttpClient,
                                    parse_resolve_overrides)
 
 STAGE = "fetch"
@@ -424,6 +424,7 @@ def summarize(output_dir: str) -> dict[str, int]:
 def main(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
+        AddressPolicy.from_cidrs(config.client.allow_networks)  # a bad CIDR fails here, not in a worker
         if config.per_host < 1 or config.concurrency < 1 or args.hosts_per_group < 1:
             raise ValueError("--per-host, --concurrency and --hosts-per-group must be at least 1")
         if not datasets.shard_paths(args.links, LINKS):
