@@ -50,7 +50,7 @@ def make_pair(preset: str, block_size: int, device: torch.device):
     theirs = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=block_size, n_embd=c.n_embd, n_layer=c.n_layer,
                                         n_head=c.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0),
                              ).to(device)
-    theirs.config._attn_implementation = "sdpa"
+    assert theirs.config._attn_implementation == "sdpa"  # transformers' default: the same attention kernel as ours
     theirs.load_state_dict(to_hf_state_dict(ours), strict=False)
     theirs.tie_weights()
     return {"ours": ours, "ours (vocab padded to 64)": padded, "transformers": theirs}
@@ -76,10 +76,10 @@ def step_fn(name: str, model, x, amp):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default="gpt2-mini,gpt2", help="comma-separated presets")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--block-size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=3, help="steps per timed round")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=2, help="steps per timed round")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="gpt2-mini only, batch 2 x 128, 3 rounds of 2 steps")
     args = parser.parse_args()
