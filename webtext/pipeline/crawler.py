@@ -217,7 +217,9 @@ class HostScheduler:
                 h = self.hosts[heapq.heappop(self._heap)[3]]
                 task = h.queue.popleft()
                 h.in_flight += 1
-                self._push(h)
+                if h.queue and h.in_flight < self.per_host:  # another slot of this host is free
+                    self._push(h)
+                    self._cv.notify()
                 return h, task
 
     def finish(self, h: _Host, requeue: Task | None = None, contacted: bool = True,
