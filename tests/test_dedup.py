@@ -86,11 +86,10 @@ def _clusters(out):
     return by_doc
 
 
-def _detection(pairs, clusters):
-    """Per level: (found, expected, variance) of planted pairs ending in one cluster."""
-    return {level: [p for p in pairs if p[3] == level] for level in LEVELS}, \
-        {(a, b): a in clusters and b in clusters and clusters[a]["cluster_id"] == clusters[b]["cluster_id"]
-         for a, b, _, _ in pairs}
+def _together(pairs, clusters):
+    """Planted pair -> whether both documents ended in one cluster."""
+    return {(a, b): a in clusters and b in clusters and clusters[a]["cluster_id"] == clusters[b]["cluster_id"]
+            for a, b, _, _ in pairs}
 
 
 def _report(name, pairs, together, bands, rows, threshold):
@@ -119,7 +118,7 @@ def test_planted_near_duplicates_found_as_the_s_curve_predicts_and_verified(plan
     out, stats = verified
     bands, r, threshold = stats["config"]["bands"], stats["config"]["rows"], stats["config"]["threshold"]
     clusters = _clusters(out)
-    _, together = _detection(pairs, clusters)
+    together = _together(pairs, clusters)
     for level in LEVELS:
         ps = [p for p in pairs if p[3] == level]
         found = sum(together[p[:2]] for p in ps)
@@ -196,7 +195,7 @@ def test_without_verification_the_s_curve_decides(planted, tmp_path):
     rows, pairs = planted
     out, stats = run(tmp_path, "n", rows, verify="none")
     bands, r, threshold = stats["config"]["bands"], stats["config"]["rows"], stats["config"]["threshold"]
-    _, together = _detection(pairs, _clusters(out))
+    together = _together(pairs, _clusters(out))
     for level in LEVELS:
         ps = [p for p in pairs if p[3] == level]
         probs = [minhash.candidate_probability(p[2], bands, r) for p in ps]
@@ -211,7 +210,7 @@ def test_estimated_verification_and_explicit_bands(planted, tmp_path):
     rows, pairs = planted
     out, stats = run(tmp_path, "e", rows, verify="estimate", bands=20, rows=5)
     assert (stats["config"]["bands"], stats["config"]["rows"]) == (20, 5)
-    _, together = _detection(pairs, _clusters(out))
+    together = _together(pairs, _clusters(out))
     for a, b, j, level in pairs:
         if level == 0.5:
             assert not together[(a, b)]   # estimate within a few sigma of 0.5 never reaches 0.8
