@@ -6,7 +6,8 @@ Side by side in this process, each a median of --repeats runs:
   stage     `webtext extract --fetch` on the same pages stored as a fetch directory (WARC + log): reading,
             decoding, sandboxed extraction, filters, Beam and Parquet writing; direct runner, in-memory with
             2 extractor children (--workers 1) and, if --workers-2, multi-processing with 2 workers
-The goal (issue 4) is stage >= 0.9x pool(2). Also prints extraction quality over every page with gold
+The goal (issue 4) is stage >= 0.9x pool(2). CPU seconds (this process and its children) are printed too:
+on a shared, busy machine they show the stage's overhead over the plain loop when wall times cannot. Also prints extraction quality over every page with gold
 snippets: the share of `with` snippets found and `without` avoided, for the stage and for trafilatura.extract
 called directly (the stage runs with the length filters off so no page is dropped for being short).
 
@@ -21,6 +22,7 @@ import gzip
 import json
 import multiprocessing
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -102,6 +104,12 @@ def run_pool(pages) -> float:
     return time.perf_counter() - start
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its reaped children: less sensitive than wall time to a busy machine."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def stage_options(workers: int):
     ns = argparse.Namespace(runner="direct", workers=workers, beam_option=[], project=None, region=None,
                             temp_location=None, job_name=None, max_num_workers=None, machine_type=None)
@@ -154,17 +162,23 @@ def main() -> int:
         if args.workers_2:
             contenders["stage --workers 2"] = lambda: run_stage(tmp / "fetch", tmp / "out2", 2)[0]
         times: dict[str, list[float]] = {name: [] for name in contenders}
+        cpus: dict[str, list[float]] = {name: [] for name in contenders}
         for r in range(repeats):  # interleaved, so a noisy spell hits every contender alike
             for name, fn in contenders.items():
+                before = cpu_seconds()
                 times[name].append(fn())
-                print(f"  repeat {r + 1}: {name:<18} {times[name][-1]:7.2f} s", flush=True)
+                cpus[name].append(cpu_seconds() - before)
+                print(f"  repeat {r + 1}: {name:<18} {times[name][-1]:7.2f} s wall {cpus[name][-1]:7.2f} s cpu",
+                      flush=True)
 
         medians = {name: statistics.median(t) for name, t in times.items()}
         pool = len(pages) / medians["pool(2)"]
-        print(f"\n{'contender':<20}{'median s':>10}{'docs/s':>10}{'x pool(2)':>11}")
+        loop_cpu = statistics.median(cpus["loop"])
+        print(f"\n{'contender':<20}{'median s':>10}{'docs/s':>10}{'x pool(2)':>11}{'cpu s':>9}{'cpu x loop':>12}")
         for name, m in medians.items():
             rate = len(pages) / m
-            print(f"{name:<20}{m:>10.2f}{rate:>10.1f}{rate / pool:>11.2f}")
+            cpu = statistics.median(cpus[name])
+            print(f"{name:<20}{m:>10.2f}{rate:>10.1f}{rate / pool:>11.2f}{cpu:>9.1f}{cpu / loop_cpu:>12.2f}")
         ratio = (len(pages) / medians["stage --workers 1"]) / pool
         print(f"\nstage (--workers 1) / pool(2) = {ratio:.2f} (goal >= 0.90)")
 

@@ -512,7 +512,7 @@ def main(args: argparse.Namespace) -> int:
     failed = {k: v for k, v in counters.items() if k.startswith("extract_") and k != "extract_ok"}
     if errors or failed:
         listed = ", ".join(f"{k} {v:,}" for k, v in sorted({**errors, **failed}.items()))
-        print(f"pages not extracted: {listed}: see the errors dataset in {args.output}", file=sys.stderr)
+        print(f"not extracted: {listed}: see the errors dataset in {args.output}", file=sys.stderr)
     damaged = counters.get("error_warc_damaged", 0)
     if damaged:
         print(f"error: {damaged} damaged WARC records or files (their good records were used)", file=sys.stderr)
