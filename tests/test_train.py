@@ -175,6 +175,9 @@ def test_init_from_a_hugging_face_directory(trained, tmp_path):
     for name, tensor in trained_state.items():
         assert torch.equal(tensor, started[name]), name
     assert metrics(start)[0][1] < support_shards.unigram_entropy(data_dir)  # it starts as the trained model
+    run_train(tmp_path, "from-hf", data_dir, model=dict(n_embd=64, block_size=64), max_steps=2, resume=True,
+              learning_rate=0.0, min_learning_rate=0.0, weight_decay=0.0, init_from=hf_dir)
+    assert checkpoint.load(start)["step"] == 2
 
 
 def test_sigterm_stops_after_the_step_and_saves(tmp_path):

@@ -84,10 +84,11 @@ def run_tokenizer(run_dir: str) -> str:
     return path
 
 
-def load_any(ckpt: str | None = None, hf_dir: str | None = None, device: str | torch.device = "cpu"
-             ) -> tuple[GPT, str | None, dict]:
-    """A model for inference from a run directory or a Hugging Face GPT-2 directory: (model, path of its
-    tokenizer.json or None, {"fingerprint", "vocab_size", "eot_id"} with None where unknown)."""
+def load_any(ckpt: str | None = None, hf_dir: str | None = None, device: str | torch.device = "cpu",
+             **hf_overrides) -> tuple[GPT, str | None, dict]:
+    """A model (eval mode) from a run directory or a Hugging Face GPT-2 directory: (model, path of its
+    tokenizer.json or None, {"fingerprint", "vocab_size", "eot_id"} with None where unknown). `hf_overrides`
+    are GPTConfig fields that do not change the weights (dropout, pad_vocab_multiple)."""
     if (ckpt is None) == (hf_dir is None):
         raise ValueError("give exactly one of --ckpt RUN and --hf DIR")
     if ckpt is not None:
@@ -98,7 +99,7 @@ def load_any(ckpt: str | None = None, hf_dir: str | None = None, device: str | t
     from webtext.model import hf
     from webtext.tokenize.bpe import EOT_TOKEN, tokenizer_fingerprint
 
-    model = hf.import_dir(hf_dir).to(device).eval()
+    model = hf.import_dir(hf_dir, **hf_overrides).to(device).eval()
     tok_path = hf.tokenizer_path(hf_dir)
     info = {"fingerprint": None, "vocab_size": model.config.vocab_size, "eot_id": None}
     if tok_path is not None:

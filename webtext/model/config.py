@@ -75,7 +75,9 @@ class TrainConfig:
     dtype: str = "auto"  # auto (bf16 autocast on GPUs that have it, else fp32) | float32 | bfloat16
     compile: bool = False  # torch.compile the model
     num_workers: int = 0  # DataLoader worker processes per training process
-    init_from: str = ""  # a local Hugging Face GPT-2 directory to start from ("" = random init)
+    # A local Hugging Face GPT-2 directory to start from ("" = random init). Its config.json then fixes the
+    # model's shape (and block_size); [model] still sets dropout and pad_vocab_multiple.
+    init_from: str = ""
     record_windows: bool = False  # write each rank's window ids to RUN/windows-rankN.jsonl (audits, tests)
 
     def __post_init__(self) -> None:

@@ -263,7 +263,7 @@ def train(data_dir: str, job: JobConfig, run_dir: str, resume: bool = False, sto
                   f"the run will not match an uninterrupted one", file=sys.stderr)
         mconf = checkpoint.model_config_of(state)
         wanted = _model_config(job, manifest)
-        if mconf != wanted:
+        if mconf != wanted and not cfg.init_from:  # an imported model's shape came from its directory
             raise ValueError(f"the job's [model] differs from the checkpoint's ({mconf} vs {wanted}); "
                              f"a resumed run keeps its model")
     else:
@@ -274,13 +274,12 @@ def train(data_dir: str, job: JobConfig, run_dir: str, resume: bool = False, sto
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     if state is None and cfg.init_from:
-        from webtext.model import hf
-        model = hf.import_dir(cfg.init_from, dropout=mconf.dropout, pad_vocab_multiple=mconf.pad_vocab_multiple)
-        data.check_tokenizer(manifest, vocab_size=model.config.vocab_size, expected_from=cfg.init_from)
-        if model.config.block_size < mconf.block_size:
-            raise ValueError(f"{cfg.init_from} has {model.config.block_size} positions, the job wants "
-                             f"block_size {mconf.block_size}")
+        model, _, imported = checkpoint.load_any(hf_dir=cfg.init_from, dropout=mconf.dropout,
+                                                 pad_vocab_multiple=mconf.pad_vocab_multiple)
+        data.check_tokenizer(manifest, fingerprint=imported["fingerprint"], vocab_size=imported["vocab_size"],
+                             expected_from=cfg.init_from)
         mconf = model.config
+        model.train()
     else:
         model = GPT(mconf)
     if state is not None:
