@@ -184,10 +184,10 @@ class EncodeBatches(beam.DoFn):
         self.count("tokens", int(offsets[-1]))
         self.count("text_chars", sum(len(r["text"]) for r in good))
         for i, doc_id in enumerate(ids):
-            data = flat[offsets[i]:offsets[i + 1]].tobytes()
-            digest = hashlib.blake2b(data, digest_size=8).digest()
+            view = flat[offsets[i]:offsets[i + 1]]
+            digest = hashlib.blake2b(memoryview(view), digest_size=8).digest()
             yield Entry(doc_id, split_hash(doc_id), order_key(self.seed, doc_id), digest,
-                        int(lengths[i]), run, i, None if run else data)
+                        int(lengths[i]), run, i, None if run else view.tobytes())
 
 
 class TokenHistogram(beam.CombineFn):
