@@ -6,7 +6,6 @@ import collections
 import json
 import lzma
 import os
-import subprocess
 from urllib.parse import urlsplit
 
 import orjson
@@ -33,7 +32,7 @@ def run_cli(capsys, *argv) -> tuple[int, str]:
     return rc, capsys.readouterr().err
 
 
-def rules_for(*flags: str, tmp_path=None) -> links.LinkRules:
+def rules_for(*flags: str) -> links.LinkRules:
     parser, _ = cli.command_parser("links")
     return links.rules_from_args(parser.parse_args(["--input", "x", "--output", "y", *flags]))
 

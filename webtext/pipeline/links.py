@@ -21,7 +21,7 @@ import calendar
 import collections
 import datetime as dt
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Iterator
 
 import apache_beam as beam
