@@ -146,3 +146,24 @@ def test_missing_fetch_log_is_a_clear_error(tmp_path, capsys):
     status = cli.main(["extract", "--fetch", str(tmp_path), "--output", str(tmp_path / "out")])
     assert status == 2
     assert "no fetch log" in capsys.readouterr().err
+
+
+def test_pages_the_extractor_cannot_handle_become_error_rows(tmp_path):
+    slow = ("<html><body>" + "".join(f"<p>Line {i} of a page that takes long to extract, with words.</p>"
+                                     for i in range(25_000)) + "</body></html>")
+    deep = "<html><body>" + "<div>" * 100_000 + "deep text " * 50 + "</div>" * 100_000 + "</body></html>"
+    pages = [{"url": "http://slow.example/", "body": slow.encode()},
+             {"url": "http://deep.example/", "body": deep.encode()},
+             {"url": "http://fine.example/", "body": ARTICLE.encode()}]
+    write_fetch_dir(tmp_path / "fetch", pages)
+    result = extract.run(str(tmp_path / "out"), options(1), fetch_dir=str(tmp_path / "fetch"),
+                         sandbox=SandboxConfig(processes=1, timeout_s=1.5))
+    c = result["counters"]
+    assert (c["extract_timeout"], c["extract_empty"], c["extract_ok"]) == (1, 1, 1)
+    assert c["children_replaced"] == 1
+    errors = datasets.read_rows(str(tmp_path / "out"), "errors")
+    assert [(e["source"], e["reason"]) for e in errors] == [("http://deep.example/", "extract_empty"),
+                                                            ("http://slow.example/", "extract_timeout")]
+    assert "1.5 s" in errors[1]["detail"] and "part-0.warc.gz" in errors[1]["detail"]
+    docs = datasets.read_rows(str(tmp_path / "out"), "documents")
+    assert [d["url"] for d in docs] == ["http://fine.example/"]
