@@ -192,31 +192,24 @@ def s_curve(bands: int, rows: int, points: Iterable[float] = S_CURVE_POINTS) -> 
     return {f"{p:g}": round(candidate_probability(p, bands, rows), 4) for p in points}
 
 
-_BAND_PRIME = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _fmix64(h: np.ndarray) -> np.ndarray:
-    h = h ^ (h >> np.uint64(33))
-    h = h * np.uint64(0xFF51AFD7ED558CCD)
-    h = h ^ (h >> np.uint64(33))
-    h = h * np.uint64(0xC4CEB9FE1A85EC53)
-    return h ^ (h >> np.uint64(33))
-
-
 def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """For signatures of shape (n, num_perm): an (n, bands) uint64 array, one 64-bit hash of each band's
-    `rows` values (band i = values [i*rows, (i+1)*rows), as datasketch's MinHashLSH slices them). Two
-    documents share the bucket of band i exactly when their band values are equal, up to a 2^-64 chance
-    of a hash collision (which --verify catches)."""
-    sigs = np.asarray(signatures)
+    """For signatures of shape (n, num_perm): an (n, bands) uint64 array, one 64-bit BLAKE2b hash of each
+    band's `rows` values salted with the band's index (band i = values [i*rows, (i+1)*rows), as datasketch's
+    MinHashLSH slices them). Two documents share the bucket of band i exactly when their band values are
+    equal, up to a 2^-64 chance of a hash collision (which --verify catches). One small hash call per band
+    costs less than numpy arithmetic on arrays this small."""
+    sigs = np.ascontiguousarray(signatures)
     if sigs.ndim != 2 or sigs.shape[1] < bands * rows:
         raise ValueError(f"signatures of shape {sigs.shape} cannot give {bands} bands x {rows} rows")
-    cube = sigs[:, : bands * rows].astype(np.uint64).reshape(len(sigs), bands, rows)
-    h = np.broadcast_to(np.arange(1, bands + 1, dtype=np.uint64) * _BAND_PRIME, (len(sigs), bands)).copy()
-    with np.errstate(over="ignore"):
-        for j in range(rows):
-            h = _fmix64((h ^ cube[:, :, j]) * _BAND_PRIME)
-    return h
+    width = rows * sigs.itemsize
+    salts = [i.to_bytes(8, "little") for i in range(bands)]
+    blake2b = hashlib.blake2b
+    out = np.empty((len(sigs), bands), np.uint64)
+    for n, sig in enumerate(sigs):
+        data = sig.tobytes()
+        out[n] = [int.from_bytes(blake2b(data[i * width:(i + 1) * width], digest_size=8, salt=salts[i]).digest(),
+                                 "little") for i in range(bands)]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
