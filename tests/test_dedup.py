@@ -293,3 +293,4 @@ def test_bad_settings_are_refused(tmp_path):
         DedupConfig(bands=20, rows=10)
     docs = write_documents(tmp_path / "in", [])
     assert cli.main(["dedup", "--docs", docs, "--output", str(tmp_path / "o"), "--bands", "3"]) == 2
+    assert cli.main(["dedup", "--docs", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o")]) == 2

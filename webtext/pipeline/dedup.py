@@ -500,7 +500,7 @@ def run_dedup(docs_dir: str, output_dir: str, cfg: DedupConfig, options_for_pass
     the main one). Returns the stats written to `_stats.json`."""
     timer = Timer()
     schema = input_schema(docs_dir)
-    missing = {"doc_id", "text", "score"} - set(schema.names)
+    missing = {"doc_id", "url", "text", "score"} - set(schema.names)
     if missing:
         raise ValueError(f"{docs_dir}: documents lack the columns {sorted(missing)}")
     bands, rows = cfg.lsh()
@@ -608,5 +608,9 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"webtext dedup: {e}", file=sys.stderr)
         return 2
-    run_dedup(args.docs, args.output, cfg, lambda i: pipeline_options(args, f"{STAGE}-{i}" if i else STAGE))
+    try:
+        run_dedup(args.docs, args.output, cfg, lambda i: pipeline_options(args, f"{STAGE}-{i}" if i else STAGE))
+    except (FileNotFoundError, ValueError) as e:  # no input dataset, or one without the needed columns
+        print(f"webtext dedup: {e}", file=sys.stderr)
+        return 2
     return 0
