@@ -201,3 +201,14 @@ def test_sigterm_stops_after_the_step_and_saves(tmp_path):
     step = checkpoint.load(run)["step"]
     assert step >= 3
     assert [s for s, _ in metrics(run)] == list(range(1, step + 1))
+
+
+def test_a_time_limit_stops_with_a_validation_and_a_checkpoint(tmp_path):
+    data_dir = support_shards.shard_dir()
+    job = write_job(str(tmp_path / "t.toml"), TINY_MODEL, {**TINY_TRAIN, "max_steps": 10_000, "eval_every": 10_000,
+                                                          "checkpoint_every": 10_000})
+    run = str(tmp_path / "run")
+    summary = train(data_dir, load_job(job), run, progress=False, max_seconds=0.0)
+    assert summary["step"] == 1  # the budget is checked after every step
+    assert [s for s, _ in metrics(run, "val_loss")] == [1]
+    assert checkpoint.load(run)["step"] == 1

@@ -75,6 +75,9 @@ class TrainConfig:
     dtype: str = "auto"  # auto (bf16 autocast on GPUs that have it, else fp32) | float32 | bfloat16
     compile: bool = False  # torch.compile the model
     num_workers: int = 0  # DataLoader worker processes per training process
+    # CPU threads for torch (0 = torch's default, one per core). On a busy machine, or for a tiny model, 1 is
+    # often faster: spinning OpenMP threads that lose their core stall every matmul.
+    cpu_threads: int = 0
     # A local Hugging Face GPT-2 directory to start from ("" = random init). Its config.json then fixes the
     # model's shape (and block_size); [model] still sets dropout and pad_vocab_multiple.
     init_from: str = ""

@@ -40,6 +40,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--stop-at", type=int, default=None, metavar="STEP",
                         help="save and stop once STEP optimizer steps are done (the schedule still runs to "
                              "max_steps; for time-limited jobs)")
+    parser.add_argument("--max-seconds", type=float, default=None, metavar="S",
+                        help="save and stop after S seconds of training (the schedule still runs to max_steps)")
     parser.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
 
 
@@ -47,7 +49,7 @@ def main(args) -> int:
     try:
         job = load_job(args.config)
         summary = train(args.data, job, args.out, resume=args.resume, stop_at=args.stop_at,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, max_seconds=args.max_seconds)
     except (ValueError, FileNotFoundError, FileExistsError) as e:  # bad job file, data or run directory
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -237,10 +239,14 @@ def _model_config(job: JobConfig, manifest: dict) -> GPTConfig:
 
 
 def train(data_dir: str, job: JobConfig, run_dir: str, resume: bool = False, stop_at: int | None = None,
-          progress: bool = True) -> dict:
-    """Train per `job` on the shards in `data_dir`, writing `run_dir`; returns a summary of the run."""
+          progress: bool = True, max_seconds: float | None = None) -> dict:
+    """Train per `job` on the shards in `data_dir`, writing `run_dir`; returns a summary of the run.
+    `stop_at` (a step) and `max_seconds` (wall clock) end the run early with a checkpoint, leaving the
+    schedule as configured, so `--resume` can carry on."""
     cfg = job.train
     device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+    if cfg.cpu_threads > 0:
+        torch.set_num_threads(cfg.cpu_threads)
     world = init_distributed(device.type)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -351,6 +357,7 @@ def train(data_dir: str, job: JobConfig, run_dir: str, resume: bool = False, sto
 
     model.train()
     t_last, tokens_last = time.perf_counter(), 0
+    t_start = t_last
     try:
         with _StopFlag() as stop:
             while step < target:
@@ -394,7 +401,13 @@ def train(data_dir: str, job: JobConfig, run_dir: str, resume: bool = False, sto
                     bar.update(step, record)
                     t_last, tokens_last = time.perf_counter(), 0
 
-                if val_set is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+                # Every rank must agree on stopping before the (collective) evaluation below.
+                out_of_time = max_seconds is not None and time.perf_counter() - t_start >= max_seconds
+                stopping = torch.tensor([1.0 if stop.requested else 0.0, 1.0 if out_of_time else 0.0])
+                if W > 1:
+                    dist.all_reduce(stopping, op=dist.ReduceOp.MAX)
+                out_of_time = bool(stopping[1].item())  # a time-limited run ends with a validation
+                if val_set is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps or out_of_time):
                     val_loss, _ = evaluate(model, data.loader(val_set), device, amp)
                     best_val = val_loss if best_val is None else min(best_val, val_loss)
                     metrics.write({"step": step, "val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 700))})
@@ -402,10 +415,7 @@ def train(data_dir: str, job: JobConfig, run_dir: str, resume: bool = False, sto
 
                 if step % cfg.checkpoint_every == 0:
                     save()
-                stopping = torch.tensor([1.0 if stop.requested else 0.0])
-                if W > 1:
-                    dist.all_reduce(stopping, op=dist.ReduceOp.MAX)
-                if stopping.item():
+                if stopping.any().item():
                     break
         if last_saved != step:
             save()
