@@ -141,7 +141,10 @@ def check_row(row: dict, count) -> dict | None:
 
 
 class EncodeBatches(beam.DoFn):
-    """A batch of documents -> one run file (shard format) of their ids + eot, and an Entry per document."""
+    """A batch of documents -> one run file (shard format) of their ids + eot, and an Entry per document.
+
+    encode_batch releases the GIL, so it runs in a helper thread: while batch k+1 is encoded, this thread
+    turns batch k into arrays, writes its run file and emits its entries, and Beam reads the next rows."""
 
     def __init__(self, tokenizer_path: str, runs_dir: str | None, seed: int):
         # The path, not the tokenizer: a GPT-2 vocabulary is megabytes that Beam would pickle and compress
@@ -150,9 +153,18 @@ class EncodeBatches(beam.DoFn):
         self.count = stats.BeamCounters(STAGE)
 
     def setup(self):
+        from concurrent.futures import ThreadPoolExecutor
+
         self.tok = bpe.for_encoding(bpe.load(self.tokenizer_path))
         self.eot = bpe.eot_id(self.tok)
         self.dtype = shards.dtype_for_vocab(bpe.vocab_size(self.tok))
+        self.encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
+
+    def teardown(self):
+        self.encoder.shutdown(wait=False)
+
+    def start_bundle(self):
+        self.pending = None
 
     def process(self, batch):
         good = []
@@ -163,14 +175,31 @@ class EncodeBatches(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(ERRORS, error)
             else:
                 good.append(row)
+        progress.tick(STAGE, len(batch))
         if not good:
             return
+        future = self.encoder.submit(bpe.encode_texts, self.tok, [r["text"] for r in good], self.dtype)
+        previous, self.pending = self.pending, (good, future)
+        if previous is not None:
+            yield from self.entries(*previous)
+
+    def finish_bundle(self):
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            for entry in self.entries(*pending):
+                yield WindowedValue(entry, GlobalWindow().max_timestamp(), [GlobalWindow()])
+
+    def entries(self, good: list[dict], future):
         ids = [r["doc_id"] for r in good]
-        encoded = bpe.encode_texts(self.tok, [r["text"] for r in good], self.dtype)
+        np_dtype = np.dtype(self.dtype)
+        encoded = future.result()
         lengths = np.fromiter((len(t) + 1 for t in encoded), dtype=np.int64, count=len(encoded))
         offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        flat = np.empty(int(offsets[-1]), dtype=np.dtype(self.dtype))
+        flat = np.empty(int(offsets[-1]), dtype=np_dtype)
         for t, start, end in zip(encoded, offsets[:-1], offsets[1:]):
             flat[start:end - 1] = t
             flat[end - 1] = self.eot
@@ -179,7 +208,6 @@ class EncodeBatches(beam.DoFn):
             # A retried bundle writes a new run file; only the committed attempt's entries point at one.
             run = fs.join(self.runs_dir, f"run-{uuid.uuid4().hex}.arrow")
             fs.write_atomic(run, memoryview(shards.shard_buffer(ids, flat, offsets, self.dtype)))
-        progress.tick(STAGE, len(batch))
         self.count("documents", len(good))
         self.count("tokens", int(offsets[-1]))
         self.count("text_chars", sum(len(r["text"]) for r in good))
