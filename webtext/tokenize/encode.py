@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 
 from webtext.pipeline import datasets, fs, progress, stats
 from webtext.pipeline.beam import add_runner_arguments, pipeline_options
@@ -259,20 +260,43 @@ def plan_shards(histograms: dict, shard_tokens: int) -> dict:
 
 
 class RunReader:
-    """Run files opened once per worker: memory-mapped when local, read whole from object stores."""
+    """Documents of run files, copied into a shard's buffer. Local files are read with pread at the offsets
+    their memory map reveals, without touching the mapped pages: a shard draws a few rows from every run file,
+    and faulting those pages in (with the kernel's read-around) would make resident memory grow with the
+    corpus. Object-store files are read whole, once per worker."""
 
     def __init__(self):
-        self.open: dict[str, shards.Shard] = {}
+        self.open: dict[str, tuple] = {}
 
-    def document(self, run: str, row: int) -> np.ndarray:
-        shard = self.open.get(run)
-        if shard is None:
-            if fs.is_remote(run):
-                shard = shards.open_shard_bytes(fs.read_bytes(run), run)
-            else:
-                shard = shards.open_shard(run)
-            self.open[run] = shard
-        return shard.document(row)
+    def close(self) -> None:
+        for fd, *_ in self.open.values():
+            if fd is not None:
+                os.close(fd)
+        self.open.clear()
+
+    def _open(self, run: str):
+        if fs.is_remote(run):
+            return None, shards.open_shard_bytes(fs.read_bytes(run), run), 0
+        source = pa.memory_map(run, "r")
+        base = source.read_buffer(1).address  # where the file starts in this process's memory
+        shard = shards.open_shard(run, source)
+        return os.open(run, os.O_RDONLY), shard, shard.tokens.ctypes.data - base
+
+    def read_into(self, run: str, row: int, out: np.ndarray) -> None:
+        opened = self.open.get(run)
+        if opened is None:
+            opened = self.open[run] = self._open(run)
+        fd, shard, values_at = opened
+        start, end = int(shard.offsets[row]), int(shard.offsets[row + 1])
+        if end - start != len(out):
+            raise ValueError(f"{run}: row {row} holds {end - start} tokens, the index says {len(out)}")
+        if fd is None:
+            out[:] = shard.tokens[start:end]
+            return
+        want = out.nbytes
+        got = os.preadv(fd, [memoryview(out).cast("B")], values_at + start * out.itemsize)
+        if got != want:
+            raise OSError(f"{run}: short read ({got} of {want} bytes) at row {row}")
 
 
 class WriteShard(beam.DoFn):
@@ -288,9 +312,14 @@ class WriteShard(beam.DoFn):
         offsets = np.zeros(len(entries) + 1, dtype=np.int64)
         np.cumsum([e.tokens for e in entries], out=offsets[1:])
         flat = np.empty(int(offsets[-1]), dtype=np.dtype(self.dtype))
-        for e, start, end in zip(entries, offsets[:-1], offsets[1:]):
-            flat[start:end] = (reader.document(e.run, e.row) if e.data is None
-                               else np.frombuffer(e.data, dtype=flat.dtype))
+        try:
+            for e, start, end in zip(entries, offsets[:-1], offsets[1:]):
+                if e.data is None:
+                    reader.read_into(e.run, e.row, flat[start:end])
+                else:
+                    flat[start:end] = np.frombuffer(e.data, dtype=flat.dtype)
+        finally:
+            reader.close()
         data = shards.shard_buffer([e.doc_id for e in entries], flat, offsets, self.dtype)
         name = shards.shard_name(split, index, plan[split][1])
         fs.write_atomic(fs.join(self.output_dir, name), memoryview(data))  # no copy of a ~200 MB buffer

@@ -98,9 +98,10 @@ class Shard:
         return self.tokens[self.offsets[i]:self.offsets[i + 1]]
 
 
-def open_shard(path: str) -> Shard:
-    """Memory-map a local shard; the token buffer and offsets are views into the map (zero-copy)."""
-    return _shard_of(path, pa.ipc.open_file(pa.memory_map(path, "r")).read_all())
+def open_shard(path: str, source: pa.MemoryMappedFile | None = None) -> Shard:
+    """Memory-map a local shard (or use the map `source`); the token buffer and offsets are views into the
+    map (zero-copy)."""
+    return _shard_of(path, pa.ipc.open_file(source or pa.memory_map(path, "r")).read_all())
 
 
 def open_shard_bytes(data, path: str = "<memory>") -> Shard:
