@@ -213,6 +213,38 @@ def build(job: dict, *, from_stage: str | None = None, only: str | None = None, 
     return write_report(root, timings)
 
 
+def dry_run(job: dict, runner_overrides: dict, log=print) -> list[dict]:
+    """Check a whole job without running or writing anything: every stage's flags parse, its pipeline graph
+    constructs with the job's runner options and serialises (for Dataflow: validated by Beam's Dataflow
+    options validator, every DoFn pickled, the package wheel built). Upstream outputs need not exist."""
+    import apache_beam as beam
+
+    from webtext.cli import command_parser
+    from webtext.pipeline.beam import pipeline_options
+    from webtext.pipeline.dryrun import check_for_dataflow
+
+    meta = {**job.get("job", {}), **{k: v for k, v in runner_overrides.items() if v is not None}}
+    summaries = []
+    for stage in STAGES:
+        argv = stage_argv(stage, job.get(stage, {}), meta["output"], meta)
+        parser, module = command_parser(STAGES[stage][0][0])
+        args = parser.parse_args(argv)
+        log(f"[{stage}] webtext {' '.join(STAGES[stage][0][:1] + argv)}")
+        if stage not in BEAM_STAGES:
+            summaries.append({"stage": stage, "beam": False})
+            continue
+        options = pipeline_options(args, stage)
+        pipeline = beam.Pipeline(options=options)
+        module.graph(pipeline, args)
+        if meta.get("runner", "direct") == "dataflow":
+            summary = check_for_dataflow(pipeline, options)
+        else:
+            summary = {"transforms": len(pipeline.to_runner_api().components.transforms)}
+        summaries.append({"stage": stage, "beam": True, **summary})
+        log(f"[{stage}] graph of {summary['transforms']} transforms constructs and serialises")
+    return summaries
+
+
 def _remove_tree(path: str) -> None:
     if fs.is_remote(path):
         fs.delete(fs.glob_or_empty(fs.join(path, "**")))
@@ -245,10 +277,8 @@ def main(args: argparse.Namespace) -> int:
         overrides = {"output": args.output, "runner": args.runner, "workers": args.workers,
                      "project": args.project, "region": args.region, "temp_location": args.temp_location}
         if args.dry_run:
-            meta = {**job.get("job", {}), **{k: v for k, v in overrides.items() if v is not None}}
-            for stage in STAGES:
-                argv = stage_argv(stage, job.get(stage, {}), meta["output"], meta)
-                print(f"webtext {' '.join(STAGES[stage][0][:1] + argv)}")
+            for summary in dry_run(job, overrides, log=lambda m: print(m, file=sys.stderr, flush=True)):
+                print(orjson.dumps(summary).decode())
             return 0
         report = build(job, from_stage=args.from_stage, only=args.only, runner_overrides=overrides,
                        log=lambda m: print(m, file=sys.stderr, flush=True))

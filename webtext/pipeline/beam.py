@@ -51,12 +51,12 @@ def pipeline_options(args: argparse.Namespace, stage: str) -> PipelineOptions:
             if value is not None:
                 flags.append(f"--{name}={value}")
         flags.append(f"--job_name={args.job_name or 'webtext-' + stage.replace('_', '-')}")
-        flags.append("--save_main_session=false")
+        flags.append("--no_save_main_session")
         if not any(o.startswith(("--extra_package", "--setup_file", "--sdk_container_image"))
                    for o in args.beam_option):
             # Workers get this package as a wheel; pip installs its dependencies there (never torch:
             # the model is the `train` extra).
-            flags.append(f"--extra_packages={worker_wheel()}")
+            flags.append(f"--extra_package={worker_wheel()}")
     flags += list(args.beam_option)
     return PipelineOptions(flags)
 

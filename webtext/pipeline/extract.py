@@ -380,6 +380,29 @@ def _counted(x, count, name):
 
 # -- the stage
 
+def build_pipeline(p: beam.Pipeline, output_dir: str, *, fetch_dir: str | None, warc_paths: list[str] | None,
+                   sandbox: SandboxConfig, filters: FilterConfig, max_html_bytes: int, rows_per_shard: int) -> None:
+    if fetch_dir is not None:
+        read = p | "ReadFetched" >> ReadFetchedPages(fetch_dir, max_html_bytes)
+    else:
+        read = p | "ReadWarc" >> ReadWarcPages(warc_paths, max_html_bytes)
+    documents, extract_errors = read.pages | "Extract" >> ExtractDocuments(sandbox, filters,
+                                                                          one_per_id=warc_paths is not None)
+    _ = documents | "WriteDocuments" >> datasets.WriteDataset(output_dir, DOCUMENTS, DOCUMENTS_SCHEMA,
+                                                              doc_sort_key, rows_per_shard)
+    _ = ((read[ERRORS], extract_errors)
+         | "AllErrors" >> beam.Flatten()
+         | "WriteErrors" >> datasets.WriteDataset(output_dir, ERRORS, ERRORS_SCHEMA, error_sort_key))
+
+
+def graph(p: beam.Pipeline, args: argparse.Namespace) -> None:
+    """The stage's pipeline, built from its flags without touching any output (`webtext build --dry-run`)."""
+    sandbox, filters = configs_from_args(args)
+    build_pipeline(p, args.output, fetch_dir=args.fetch, warc_paths=fs.glob(args.warc) if args.warc else None,
+                   sandbox=sandbox, filters=filters, max_html_bytes=args.max_html_bytes,
+                   rows_per_shard=args.rows_per_shard)
+
+
 def run(output_dir: str, options, *, fetch_dir: str | None = None, warc_paths: list[str] | None = None,
         sandbox: SandboxConfig = SandboxConfig(), filters: FilterConfig = FilterConfig(),
         max_html_bytes: int = MAX_HTML_BYTES, rows_per_shard: int = ROWS_PER_SHARD) -> dict:
@@ -394,17 +417,8 @@ def run(output_dir: str, options, *, fetch_dir: str | None = None, warc_paths: l
     for name in (DOCUMENTS, ERRORS):
         datasets.remove_dataset(output_dir, name)
     p = beam.Pipeline(options=options)
-    if fetch_dir is not None:
-        read = p | "ReadFetched" >> ReadFetchedPages(fetch_dir, max_html_bytes)
-    else:
-        read = p | "ReadWarc" >> ReadWarcPages(warc_paths, max_html_bytes)
-    documents, extract_errors = read.pages | "Extract" >> ExtractDocuments(sandbox, filters,
-                                                                          one_per_id=warc_paths is not None)
-    _ = documents | "WriteDocuments" >> datasets.WriteDataset(output_dir, DOCUMENTS, DOCUMENTS_SCHEMA,
-                                                              doc_sort_key, rows_per_shard)
-    _ = ((read[ERRORS], extract_errors)
-         | "AllErrors" >> beam.Flatten()
-         | "WriteErrors" >> datasets.WriteDataset(output_dir, ERRORS, ERRORS_SCHEMA, error_sort_key))
+    build_pipeline(p, output_dir, fetch_dir=fetch_dir, warc_paths=warc_paths, sandbox=sandbox, filters=filters,
+                   max_html_bytes=max_html_bytes, rows_per_shard=rows_per_shard)
     result = p.run()
     result.wait_until_finish()
     counters = stats.collect_counters(result, STAGE)

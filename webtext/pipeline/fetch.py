@@ -421,6 +421,13 @@ def summarize(output_dir: str) -> dict[str, int]:
     return counts
 
 
+def graph(p: beam.Pipeline, args: argparse.Namespace) -> None:
+    """The stage's pipeline, built from its flags without touching any output (`webtext build --dry-run`):
+    the graph of a first run, with no earlier log to resume from."""
+    build_pipeline(p, args.links, args.output, [], config_from_args(args), 1, args.hosts_per_group,
+                   args.rows_per_shard)
+
+
 def main(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)

@@ -423,6 +423,12 @@ def rules_from_args(args: argparse.Namespace) -> LinkRules:
         drop_nsfw=args.drop_nsfw, blocked_extensions=args.blocked_extensions)
 
 
+def graph(p: beam.Pipeline, args: argparse.Namespace) -> None:
+    """The stage's pipeline, built from its flags without touching any output (`webtext build --dry-run`)."""
+    _ = (p | "Paths" >> beam.Create(fs.glob(args.input))
+         | "Links" >> BuildLinks(rules_from_args(args), args.output, args.rows_per_shard))
+
+
 def run(paths: list[str], output_dir: str, rules: LinkRules, options, rows_per_shard: int = ROWS_PER_SHARD) -> dict:
     """Run the stage; returns the `_stats.json` content. Damaged files are listed under `damaged_files`."""
     timer = stats.Timer()
