@@ -412,8 +412,11 @@ def main() -> int:
     print(f"\n{'method':<18} {'docs/s':>9} {'docs/CPU-s':>10} {'peak MB':>9} {'recall':>7} {'precision':>9} "
           f"{'removed':>8} {'x datasketch (docs/s, docs/CPU-s)':>34}")
     for name, rate, per_cpu, peak, recall, precision, removed in table:
-        ratio = f"{rate / base[1]:.2f}, {per_cpu / base[2]:.2f}" if base else "-"
-        print(f"{name:<18} {rate:9,.0f} {per_cpu:10,.0f} {peak:9,.0f} {recall:7.3f} {precision:9.3f} {removed:8,} "
+        if name == "datatrove":  # its pool processes are not reaped through the child: CPU time not seen
+            per_cpu_text, ratio = "n/a", f"{rate / base[1]:.2f}, n/a" if base else "-"
+        else:
+            per_cpu_text, ratio = f"{per_cpu:,.0f}", f"{rate / base[1]:.2f}, {per_cpu / base[2]:.2f}" if base else "-"
+        print(f"{name:<18} {rate:9,.0f} {per_cpu_text:>10} {peak:9,.0f} {recall:7.3f} {precision:9.3f} {removed:8,} "
               f"{ratio:>34}")
     print(f"load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other work on the machine "
           "slows every method; docs/CPU-s is the steadier figure)")
