@@ -99,6 +99,9 @@ def _configure_logging() -> None:
         logging.getLogger().setLevel(logging.WARNING)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_QuietBeamImport())
+    # The local runner relays its worker processes' start-up chatter as warnings; real failures still raise.
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
+    logging.getLogger("apache_beam.options.pipeline_options").setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:
