@@ -195,3 +195,8 @@ def test_normalize_url_is_idempotent(scheme, www, labels, tld, port, path, query
     key = urls.normalize_url(url)
     assert urls.normalize_url(key) == key
     assert "#" not in key and not key.endswith("/")
+
+
+def test_perl_cgi_pages_are_not_mistaken_for_code_files():
+    assert not urls.blocked_extension("http://example.com/cgi-bin/search.pl?q=reddit", urls.BLOCKED_EXTENSIONS)
+    assert urls.blocked_extension("http://example.com/src/main.py", urls.BLOCKED_EXTENSIONS)

@@ -53,9 +53,9 @@ BLOCKED_EXTENSIONS = frozenset({
     "zip", "tar", "gz", "tgz", "bz2", "xz", "zst", "7z", "rar", "iso", "dmg",
     # office documents and PDF
     "pdf", "ps", "eps", "doc", "docx", "xls", "xlsx", "ppt", "pptx", "odt", "ods", "odp", "rtf", "epub", "djvu",
-    # code and binaries
+    # code and binaries ("pl" is left out on purpose: /cgi-bin/*.pl scripts serve HTML pages)
     "exe", "msi", "apk", "jar", "deb", "rpm", "bin", "class", "py", "js", "css", "c", "h", "cpp", "java",
-    "rb", "pl", "sh", "ipynb",
+    "rb", "sh", "ipynb",
 })
 
 _WWW = "www."
