@@ -223,12 +223,18 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(page.delay_per_chunk)
 
 
+class _Server(ThreadingHTTPServer):
+    # The fetch stage opens dozens of connections at once; the default backlog of 5 drops SYNs, which the
+    # client then sees as connect timeouts.
+    request_queue_size = 256
+
+
 class SampleServer:
     """The sample web on 127.0.0.1:PORT in a background thread; use as a context manager."""
 
     def __init__(self, web: SampleWeb, port: int = 0):
         handler = type("Handler", (_Handler,), {"web": web})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.httpd = _Server(("127.0.0.1", port), handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
