@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 from datasketch import MinHash, MinHashLSH
-from datasketch.hashfunc import sha1_hash32
 
 from support_dedup import real_texts, shingle_set
 from conftest import shared_path
@@ -37,29 +36,57 @@ def test_shingles_are_word_ngrams_and_short_texts_are_one_shingle(texts):
     assert minhash.shingles("a b c") == [b"a b c"]
 
 
-def test_shingle_hashes_are_datasketch_sha1_hash32(texts):
-    norm = minhash.normalize(texts[0])
-    expected = [sha1_hash32(s) for s in minhash.shingles(norm)]
-    assert minhash.shingle_hashes(norm).tolist() == expected
+def _our_hashfunc(norms):
+    """datasketch hashfunc giving our bulk hash of a shingle; asserts the hash is a function of the shingle
+    alone (equal shingles, equal hashes, in any document)."""
+    table = {}
+    for norm in norms:
+        for shingle, h in zip(minhash.shingles(norm), minhash.shingle_hashes(norm).tolist()):
+            assert table.setdefault(shingle, h) == h, shingle
+    return table.__getitem__
+
+
+def test_shingle_hashes_depend_on_the_shingle_only_and_are_stable(texts):
+    norms = [minhash.normalize(t) for t in texts + ODD]
+    _our_hashfunc(norms + [n + " tail words" for n in norms] + ["lead " + n for n in norms])
+    for norm in norms:
+        assert len(minhash.shingle_hashes(norm)) == len(minhash.shingles(norm))
+    # pinned values: a change of the hash changes every signature, and must be deliberate
+    assert minhash.shingle_hashes("a b c d e f").tolist() == [3369243507, 343440031]
+    assert minhash.shingle_hashes("a b c").tolist() == [1469543134]
+
+
+def test_shingle_hashes_are_well_spread(texts):
+    shingles = sorted({s for t in texts for s in minhash.shingles(minhash.normalize(t))})
+    # also near-identical shingles: one character apart, and words swapped
+    shingles += [b"w%d x y z q" % i for i in range(20000)] + [b"x y z q w%d" % i for i in range(20000)]
+    hashes = np.array([minhash.shingle_hashes(s.decode())[0] for s in shingles], np.uint32)
+    n = len(hashes)
+    assert n > 45000
+    # 32-bit birthday bound: about n^2 / 2^33 collisions expected
+    assert n - len(np.unique(hashes)) <= 3 * n * n / 2**33 + 5
+    bits = (hashes.reshape(-1, 1) >> np.arange(32, dtype=np.uint32)) & 1
+    assert np.all(np.abs(bits.mean(axis=0) - 0.5) < 0.02)
 
 
 @pytest.mark.parametrize("scheme", minhash.SCHEMES)
-def test_signatures_identical_to_datasketch_update_batch(texts, scheme):
+def test_signatures_identical_to_datasketch_update_batch_with_our_hash(texts, scheme):
     hasher = minhash.MinHasher(scheme=scheme)
-    for text in texts + ODD:
-        norm = minhash.normalize(text)
-        reference = MinHash(num_perm=128, seed=1, scheme=scheme)
+    norms = [minhash.normalize(t) for t in texts + ODD]
+    hashfunc = _our_hashfunc(norms)
+    for norm in norms:
+        reference = MinHash(num_perm=128, seed=1, scheme=scheme, hashfunc=hashfunc)
         reference.update_batch(minhash.shingles(norm))
         ours = hasher.signature_of_text(norm)
         assert ours.dtype == reference.hashvalues.dtype
-        assert np.array_equal(ours, reference.hashvalues), text[:60]
+        assert np.array_equal(ours, reference.hashvalues), norm[:60]
 
 
 def test_signature_of_a_document_longer_than_one_permutation_chunk(texts):
     long_text = " ".join(texts) * 3
     norm = minhash.normalize(long_text)
     assert len(minhash.shingles(norm)) > 2 * minhash.PERMUTE_CHUNK
-    reference = MinHash(num_perm=64, seed=7)
+    reference = MinHash(num_perm=64, seed=7, hashfunc=_our_hashfunc([norm]))
     reference.update_batch(minhash.shingles(norm))
     assert np.array_equal(minhash.MinHasher(64, 7).signature_of_text(norm), reference.hashvalues)
 
@@ -116,7 +143,8 @@ def test_jaccards(texts):
     exact = minhash.jaccard(minhash.shingles(a), minhash.shingles(b))
     assert minhash.jaccard_of_hashes(ha, hb) == pytest.approx(exact)
     assert 0.3 < exact < 1
-    ma, mb = MinHash(), MinHash()
+    hashfunc = _our_hashfunc([a, b])
+    ma, mb = MinHash(hashfunc=hashfunc), MinHash(hashfunc=hashfunc)
     ma.update_batch(minhash.shingles(a))
     mb.update_batch(minhash.shingles(b))
     hasher = minhash.MinHasher()
