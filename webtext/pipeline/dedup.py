@@ -176,6 +176,14 @@ def _read_slice(task, columns):
                 return
 
 
+def _shard_paths(docs_dir: str) -> list[str]:
+    paths = datasets.shard_paths(docs_dir, DOCUMENTS)
+    if not paths:
+        raise FileNotFoundError(f"{docs_dir}: no dataset {DOCUMENTS!r} "
+                                f"({datasets.shard_pattern(docs_dir, DOCUMENTS)})")
+    return paths
+
+
 class ReadDocuments(beam.PTransform):
     """Rows of a documents dataset, read in slices of `slice_rows` so that one big file is spread over
     workers (each task decodes the file up to the end of its slice and converts only its own rows)."""
@@ -185,12 +193,11 @@ class ReadDocuments(beam.PTransform):
         self.docs_dir, self.columns, self.slice_rows = docs_dir, columns, slice_rows
 
     def expand(self, pbegin):
-        paths = datasets.shard_paths(self.docs_dir, DOCUMENTS)
-        if not paths:
-            raise FileNotFoundError(f"{self.docs_dir}: no dataset {DOCUMENTS!r} "
-                                    f"({datasets.shard_pattern(self.docs_dir, DOCUMENTS)})")
+        # The shards are listed when the pipeline runs, not when it is built: a graph can be built (and
+        # checked, `webtext build --dry-run`) before the extract stage has written anything.
         return (pbegin
-                | "Paths" >> beam.Create(paths)
+                | "Dir" >> beam.Create([self.docs_dir])
+                | "Paths" >> beam.FlatMap(_shard_paths)
                 | "Slices" >> beam.FlatMap(_file_slices, self.slice_rows)
                 | "Spread" >> beam.Reshuffle()
                 | "Rows" >> beam.FlatMap(_read_slice, self.columns))
@@ -495,6 +502,34 @@ def _write_outputs(p, docs_dir: str, output_dir: str, schema: pa.Schema, stars, 
          | "WriteErrors" >> datasets.WriteDataset(output_dir, ERRORS, ERRORS_SCHEMA, error_sort_key))
 
 
+def build_pipeline(p: beam.Pipeline, docs_dir: str, output_dir: str, cfg: DedupConfig, schema: pa.Schema,
+                   count: Count) -> None:
+    """The stage's first (usually only) pass: sketches, exact groups, LSH candidates, verification,
+    connected components, and the outputs; its settled-or-not star edges are saved under WORK_DIR for
+    further passes. Builds without touching the input or the output."""
+    errors, payloads, groups = _documents_and_meta(p, docs_dir, cfg, count, signatures=True)
+    bands, rows = cfg.lsh()
+    all_pairs_upto = VERIFY_ALL_PAIRS_UPTO if cfg.verify != "none" else 0
+    candidates = groups.reps | "LSH" >> LshCandidates(bands, cfg.lsh_partitions, all_pairs_upto, count)
+    if cfg.verify != "none":
+        dtype = minhash.MinHasher(cfg.num_perm, cfg.seed, cfg.scheme).dtype
+        candidates = candidates | "Verify" >> VerifyCandidates(payloads, cfg.verify, cfg.threshold, dtype, count)
+    stars = ((groups[EXACT_EDGES], candidates)
+             | "AllEdges" >> beam.Flatten()
+             | "Components" >> components.ConnectedComponents(STAGE, cfg.cc_rounds))
+    _ = stars | "SaveEdges" >> components.WriteEdges(fs.join(output_dir, WORK_DIR, "pass0"))
+    _write_outputs(p, docs_dir, output_dir, schema, stars, groups[META], errors, count)
+
+
+def graph(p: beam.Pipeline, args: argparse.Namespace) -> None:
+    """The stage's (first-pass) pipeline, built from its flags without touching any output or needing the
+    input yet (`webtext build --dry-run`). The output keeps the input's schema; the graph is built with the
+    extract stage's documents schema, which is what the input is when the stages run in sequence."""
+    from webtext.pipeline.extract import DOCUMENTS_SCHEMA
+
+    build_pipeline(p, args.docs, args.output, config_from_args(args), DOCUMENTS_SCHEMA, BeamCounters(STAGE))
+
+
 def run_dedup(docs_dir: str, output_dir: str, cfg: DedupConfig, options_for_pass, quiet: bool = False) -> dict:
     """Run the stage; `options_for_pass(i)` gives the PipelineOptions of each pipeline it runs (pass 0 is
     the main one). Returns the stats written to `_stats.json`."""
@@ -510,19 +545,9 @@ def run_dedup(docs_dir: str, output_dir: str, cfg: DedupConfig, options_for_pass
     for name in (DOCUMENTS, CLUSTERS, ERRORS):
         datasets.remove_dataset(output_dir, name)
     count = BeamCounters(STAGE)
-    dtype = minhash.MinHasher(cfg.num_perm, cfg.seed, cfg.scheme).dtype
 
     with beam.Pipeline(options=options_for_pass(0)) as p:
-        errors, payloads, groups = _documents_and_meta(p, docs_dir, cfg, count, signatures=True)
-        all_pairs_upto = VERIFY_ALL_PAIRS_UPTO if cfg.verify != "none" else 0
-        candidates = groups.reps | "LSH" >> LshCandidates(bands, cfg.lsh_partitions, all_pairs_upto, count)
-        if cfg.verify != "none":
-            candidates = candidates | "Verify" >> VerifyCandidates(payloads, cfg.verify, cfg.threshold, dtype, count)
-        stars = ((groups[EXACT_EDGES], candidates)
-                 | "AllEdges" >> beam.Flatten()
-                 | "Components" >> components.ConnectedComponents(STAGE, cfg.cc_rounds))
-        _ = stars | "SaveEdges" >> components.WriteEdges(fs.join(work, "pass0"))
-        _write_outputs(p, docs_dir, output_dir, schema, stars, groups[META], errors, count)
+        build_pipeline(p, docs_dir, output_dir, cfg, schema, count)
     counters = collect_counters(p.result, STAGE)
     passes = 1
     if counters.get(components.UNSETTLED, 0):
