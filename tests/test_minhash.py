@@ -26,6 +26,15 @@ def test_normalize_folds_case_whitespace_and_punctuation():
     assert minhash.normalize("a_b") == "a b"
 
 
+def test_normalize_equals_its_per_character_definition(texts):
+    def reference(text):
+        folded = "".join(" " if minhash._folds(ord(c)) else c for c in text.casefold())
+        return " ".join(w for w in folded.split(" ") if w)
+
+    for text in texts + ODD + ["\x00a\u200bb\u3000c", "x\ud800y", " \t\n", "a\u0301 \U0001F600b"]:
+        assert minhash.normalize(text) == reference(text), text[:60]
+
+
 def test_shingles_are_word_ngrams_and_short_texts_are_one_shingle(texts):
     for text in texts[:10] + ODD:
         norm = minhash.normalize(text)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import re
 import sys
 import unicodedata
 from typing import Iterable
@@ -41,45 +40,41 @@ _LEGACY_MAX_HASH = np.uint64((1 << 32) - 1)  # datasketch's _max_hash (legacy sc
 # ---------------------------------------------------------------------------------------------------------
 # Normalisation
 
-def _fold_class(lo: int, hi: int) -> str:
-    """A regex character class of the code points in [lo, hi] that normalisation folds into a space:
-    punctuation, symbols, separators, control and format characters."""
-    ranges, start = [], None
-    for cp in range(lo, hi + 2):
-        fold = cp <= hi and (unicodedata.category(chr(cp))[0] in "PSZ"
-                             or unicodedata.category(chr(cp)) in ("Cc", "Cf") or chr(cp).isspace())
-        if fold and start is None:
-            start = cp
-        elif not fold and start is not None:
-            ranges.append((start, cp - 1))
-            start = None
-    return "[" + "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
-                         for a, b in ranges) + "]+"
+def _folds(cp: int) -> bool:
+    """Whether normalisation folds this code point into a space: punctuation, symbols, separators,
+    control and format characters, whitespace."""
+    c = chr(cp)
+    cat = unicodedata.category(c)
+    return cat[0] in "PSZ" or cat in ("Cc", "Cf") or c.isspace()
 
 
 @functools.cache
-def _bmp_fold():
-    # A class of Basic Multilingual Plane characters only compiles to a bitmap (fast); one reaching
-    # past U+FFFF compiles to a list of ranges scanned per character, several times slower.
-    return re.compile(_fold_class(0, 0xFFFF))
+def _fold_table() -> np.ndarray:
+    """One bool per code point (1.1 MB): True where normalisation folds it. Built once per process
+    (about a second); one numpy lookup per character then replaces a regex over the text (~4x faster)."""
+    return np.fromiter((_folds(cp) for cp in range(sys.maxunicode + 1)), bool, sys.maxunicode + 1)
 
 
-_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
-
-
-@functools.cache
-def _astral_fold():
-    # The lookahead rejects a BMP character with one range test before the long astral class is scanned.
-    return re.compile(f"(?:(?=[\\U00010000-\\U0010ffff]){_fold_class(0x10000, sys.maxunicode)[:-1]})+")
+_SPACE = np.uint32(0x20)
 
 
 def normalize(text: str) -> str:
     """Text as compared for duplicates: case folded, every run of punctuation, symbols and whitespace
     folded into one space, no space at either end. Letters, digits and combining marks stay."""
-    text = text.casefold()
-    if not text.isascii() and _ASTRAL.search(text):  # emoji and other astral symbols: rare, folded when present
-        text = _astral_fold().sub(" ", text)
-    return _bmp_fold().sub(" ", text).strip(" ")
+    # UTF-32 makes the text an array of code points; surrogatepass lets a lone surrogate (category Cs,
+    # kept) through both ways.
+    cps = np.frombuffer(text.casefold().encode("utf-32-le", "surrogatepass"), np.uint32)
+    if not len(cps):
+        return ""
+    fold = _fold_table()[cps]
+    # Keep every kept character and the first of each run of folded ones; drop runs at either end.
+    keep = ~fold
+    keep[1:] |= ~fold[:-1]
+    keep[0] = not fold[0]
+    out = np.where(fold, _SPACE, cps)[keep]
+    if len(out) and out[-1] == _SPACE:
+        out = out[:-1]
+    return out.tobytes().decode("utf-32-le", "surrogatepass")
 
 
 def exact_key(normalized: str) -> str:
