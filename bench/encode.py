@@ -44,7 +44,7 @@ PAGES = os.path.join(REPO, "..", "shared", "data", "web", "trafilatura-eval")
 SHARD_TOKENS = 10_000_000       # ~20 MB shards: several per corpus, so the memory comparison means something
 CACHE_DIR = os.path.join(tempfile.gettempdir(), "webtext-bench-encode")
 VOCAB_SIZE = 50257
-ROWS_PER_FILE = 20_000
+ROWS_PER_FILE = 4_000           # documents per input file (one Parquet row group): the same at every --mb
 GOAL_RATIO = 0.9
 
 
@@ -90,7 +90,7 @@ def corpus_dir(cache_dir: str, texts: list[str], mb: float) -> str:
 
     from webtext.pipeline import datasets
 
-    out = os.path.join(cache_dir, f"docs-{mb:g}mb")
+    out = os.path.join(cache_dir, f"docs-{mb:g}mb-{ROWS_PER_FILE}")
     if os.path.exists(os.path.join(out, "_done")):
         return out
     shutil.rmtree(out, ignore_errors=True)
