@@ -112,15 +112,18 @@ _SHINGLE_BASE = np.uint64(0x9E3779B97F4A7C15)  # polynomial base over a shingle'
 _SPLITMIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
 
 
+_WORD_BASE_INVERSE = pow(int(_WORD_BASE), -1, 1 << 64)  # the base is odd, so invertible mod 2^64
+
+
 @functools.cache
-def _word_powers_upto(size: int) -> np.ndarray:
+def _powers_upto(size: int, base: int) -> np.ndarray:
     with np.errstate(over="ignore"):
-        return np.concatenate(([np.uint64(1)], np.cumprod(np.full(size - 1, _WORD_BASE, np.uint64))))
+        return np.concatenate(([np.uint64(1)], np.cumprod(np.full(size - 1, np.uint64(base), np.uint64))))
 
 
-def _word_powers(n: int) -> np.ndarray:
+def _powers(n: int, base: int) -> np.ndarray:
     """base^0 .. base^(n-1) mod 2^64 (cached per power of two of n)."""
-    return _word_powers_upto(max(256, 1 << (n - 1).bit_length()))[:n]
+    return _powers_upto(max(256, 1 << (n - 1).bit_length()), base)[:n]
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -138,15 +141,15 @@ def shingle_hashes(normalized: str, ngram: int = NGRAM) -> np.ndarray:
     if not data:
         return np.zeros(0, np.uint32)
     b = np.frombuffer(data, np.uint8)
-    is_space = b == 0x20
-    starts = np.concatenate(([0], np.flatnonzero(is_space) + 1))
+    starts = np.concatenate(([0], np.flatnonzero(b == 0x20) + 1))
+    ends = np.append(starts[1:] - 1, len(b))
     with np.errstate(over="ignore"):  # the wraparound is the arithmetic (mod 2^64)
-        # Offset of every byte inside its word (a space byte belongs to the word after it and adds 0).
-        word_of = np.cumsum(is_space)
-        offset = np.arange(len(b)) - starts[word_of]
-        terms = b.astype(np.uint64) * _word_powers(int(offset.max()) + 1)[offset]
-        terms[is_space] = 0
-        words = _splitmix64(np.add.reduceat(np.append(terms, np.uint64(0)), starts))
+        # prefix[i] = sum of byte_k * base^k for k < i, so a word's polynomial is its prefix difference
+        # shifted back to offset 0 by the inverse power of its start: one cumsum for all words.
+        prefix = np.zeros(len(b) + 1, np.uint64)
+        np.cumsum(b * _powers(len(b), _WORD_BASE), out=prefix[1:])
+        words = (prefix[ends] - prefix[starts]) * _powers(len(b) + 1, _WORD_BASE_INVERSE)[starts]
+        words = _splitmix64(words)
         n = max(len(words) - ngram + 1, 1)
         acc = words[:n].copy()
         for j in range(1, min(ngram, len(words))):
@@ -190,11 +193,15 @@ class MinHasher:
             for i in range(0, len(hashes), PERMUTE_CHUNK):
                 chunk = hashes[i:i + PERMUTE_CHUNK]
                 if self.scheme == "affine32":
-                    phv = _fmix32(chunk.astype(np.uint32)).reshape(-1, 1) * self.a + self.b
+                    # (num_perm, chunk), built in place and reduced along its contiguous axis: ~5x faster
+                    # than datasketch's (chunk, num_perm) expression, same values.
+                    phv = np.multiply.outer(self.a, _fmix32(chunk.astype(np.uint32)))
+                    phv += self.b[:, None]
+                    np.minimum(sig, phv.min(axis=1), out=sig)
                 else:
                     hv = chunk.astype(np.uint64).reshape(-1, 1)
                     phv = np.bitwise_and((hv * self.a + self.b) % _MERSENNE_PRIME, _LEGACY_MAX_HASH)
-                np.minimum(sig, phv.min(axis=0), out=sig)
+                    np.minimum(sig, phv.min(axis=0), out=sig)
         return sig
 
     def signature_of_text(self, normalized: str, ngram: int = NGRAM) -> np.ndarray:
@@ -204,6 +211,7 @@ class MinHasher:
 # ---------------------------------------------------------------------------------------------------------
 # LSH
 
+@functools.cache  # datasketch integrates the S-curve numerically: ~0.2 s a call
 def lsh_params(threshold: float = THRESHOLD, num_perm: int = NUM_PERM,
                fn_weight: float = FN_WEIGHT) -> tuple[int, int]:
     """(bands, rows) from datasketch's own optimisation (`datasketch.lsh._optimal_param`): the setting
