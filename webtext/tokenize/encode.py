@@ -403,6 +403,35 @@ def tokenizer_source(path: str) -> str:
     return path if path.endswith(".json") else fs.join(path, bpe.TOKENIZER_FILE)
 
 
+def build_pipeline(pipeline: beam.Pipeline, docs_dir: str, output_dir: str, tokenizer_path: str, dtype: str,
+                   config: EncodeConfig, write_manifest) -> None:
+    docs = pipeline | datasets.ReadDataset(docs_dir, DOCUMENTS, columns=["doc_id", "text"])
+    written, errors = docs | EncodeShards(output_dir, tokenizer_path, dtype, config)
+    (written
+     | "AllShards" >> beam.combiners.ToList()
+     | "Manifest" >> beam.Map(write_manifest))
+    errors | datasets.WriteDataset(output_dir, ERRORS, ERRORS_SCHEMA, error_sort_key)
+
+
+def graph(pipeline: beam.Pipeline, args: argparse.Namespace) -> None:
+    """The stage's pipeline, built from its flags without touching any output (`webtext build --dry-run`).
+    In a whole-build dry run the tokenizer does not exist yet: the graph is the same for either token
+    width, so a missing tokenizer is taken as one that fits uint16."""
+    config = EncodeConfig(val_fraction=args.val_fraction, shard_tokens=args.shard_tokens, seed=args.seed,
+                          batch_bytes=args.batch_bytes, tokens_via=args.tokens_via)
+    config.check()
+    try:
+        dtype = shards.dtype_for_vocab(bpe.vocab_size(bpe.load(tokenizer_source(args.tokenizer))))
+    except (FileNotFoundError, OSError):
+        dtype = "uint16"
+    build_pipeline(pipeline, args.docs, args.output, fs.join(args.output, shards.TOKENIZER_FILE), dtype, config,
+                   _no_manifest)
+
+
+def _no_manifest(entries) -> None:
+    raise RuntimeError("a dry-run graph is not for running")
+
+
 def run(docs_dir: str, tokenizer_path: str, output_dir: str, config: EncodeConfig,
         options=None) -> dict:
     """Run the stage; returns the manifest."""
@@ -430,13 +459,9 @@ def run(docs_dir: str, tokenizer_path: str, output_dir: str, config: EncodeConfi
 
     manifest_path = fs.join(output_dir, shards.MANIFEST)
     pipeline = beam.Pipeline(options=options)
-    docs = pipeline | datasets.ReadDataset(docs_dir, DOCUMENTS, columns=["doc_id", "text"])
-    written, errors = docs | EncodeShards(output_dir, copied_tokenizer, dtype, config)
-    (written
-     | "AllShards" >> beam.combiners.ToList()
-     | "Manifest" >> beam.Map(lambda entries: fs.write_json(
-         manifest_path, build_manifest(entries, tokenizer, dtype, manifest_config, upstream))))
-    errors | datasets.WriteDataset(output_dir, ERRORS, ERRORS_SCHEMA, error_sort_key)
+    build_pipeline(pipeline, docs_dir, output_dir, copied_tokenizer, dtype, config,
+                   lambda entries: fs.write_json(
+                       manifest_path, build_manifest(entries, tokenizer, dtype, manifest_config, upstream)))
     result = pipeline.run()
     result.wait_until_finish()
 
