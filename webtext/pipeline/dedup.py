@@ -2,8 +2,8 @@
 document per cluster.
 
 Exact duplicates share the hash of their normalised text (case, whitespace and punctuation folded). Among
-the rest, near duplicates are found by MinHash over word n-gram shingles (signatures identical to
-datasketch's) and LSH bands; candidate pairs are checked by Jaccard similarity (--verify) and joined into
+the rest, near duplicates are found by MinHash over word n-gram shingles (shingles hashed in bulk with
+numpy, then datasketch's permutations: see minhash.py) and LSH bands; candidate pairs are checked by Jaccard similarity (--verify) and joined into
 clusters by connected components computed in Beam, so transitive chains (A~B, B~C) end in one cluster. Each
 cluster keeps its highest-scored document (no score counts as lowest; ties go to the smallest doc_id); the
 `clusters` table lists every member of every cluster with the reason it was kept or removed.
@@ -603,7 +603,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--num-perm", type=int, default=d.num_perm, help=f"MinHash permutations (default: {d.num_perm})")
     g.add_argument("--seed", type=int, default=d.seed, help=f"MinHash seed (default: {d.seed})")
     g.add_argument("--scheme", choices=minhash.SCHEMES, default=d.scheme,
-                   help=f"datasketch permutation scheme (default: {d.scheme})")
+                   help="datasketch permutation scheme applied to the shingle hashes; legacy = datasketch < 2.0's "
+                        f"(default: {d.scheme})")
     g.add_argument("--threshold", type=float, default=d.threshold,
                    help=f"Jaccard similarity of near duplicates (default: {d.threshold})")
     g.add_argument("--fn-weight", type=float, default=d.fn_weight,
