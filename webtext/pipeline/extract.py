@@ -409,13 +409,7 @@ def run(output_dir: str, options, *, fetch_dir: str | None = None, warc_paths: l
     """Run the stage over a fetch directory or WARC files; returns the `_stats.json` content."""
     if (fetch_dir is None) == (warc_paths is None):
         raise ValueError("give exactly one of fetch_dir and warc_paths")
-    timer = stats.Timer()
-    fs.makedirs(output_dir)
-    stats_path = fs.join(output_dir, stats.STATS_FILE)
-    if fs.exists(stats_path):
-        fs.delete([stats_path])
-    for name in (DOCUMENTS, ERRORS):
-        datasets.remove_dataset(output_dir, name)
+    timer = stats.begin_stage(output_dir, (DOCUMENTS, ERRORS))
     p = beam.Pipeline(options=options)
     build_pipeline(p, output_dir, fetch_dir=fetch_dir, warc_paths=warc_paths, sandbox=sandbox, filters=filters,
                    max_html_bytes=max_html_bytes, rows_per_shard=rows_per_shard)

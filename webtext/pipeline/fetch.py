@@ -439,13 +439,10 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"webtext fetch: error: {e}", file=sys.stderr)
         return 2
-    timer = stats.Timer()
     out = args.output
-    for d in (out, fs.join(out, WARC_DIR), fs.join(out, PARTS_DIR), fs.join(out, RUNS_DIR)):
+    timer = stats.begin_stage(out)  # the log is kept: rerunning resumes from it
+    for d in (fs.join(out, WARC_DIR), fs.join(out, PARTS_DIR), fs.join(out, RUNS_DIR)):
         fs.makedirs(d)
-    stats_path = fs.join(out, stats.STATS_FILE)
-    if fs.exists(stats_path):
-        fs.delete([stats_path])  # the stage is unfinished until this run writes it again
     previous = prepare_resume(out)
     run = next_run(out)
     fs.write_json(fs.join(out, RUNS_DIR, f"r{run:04d}.json"),

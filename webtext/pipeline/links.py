@@ -431,13 +431,7 @@ def graph(p: beam.Pipeline, args: argparse.Namespace) -> None:
 
 def run(paths: list[str], output_dir: str, rules: LinkRules, options, rows_per_shard: int = ROWS_PER_SHARD) -> dict:
     """Run the stage; returns the `_stats.json` content. Damaged files are listed under `damaged_files`."""
-    timer = stats.Timer()
-    fs.makedirs(output_dir)
-    stats_path = fs.join(output_dir, stats.STATS_FILE)
-    if fs.exists(stats_path):
-        fs.delete([stats_path])
-    for name in (LINKS, ERRORS):
-        datasets.remove_dataset(output_dir, name)
+    timer = stats.begin_stage(output_dir, (LINKS, ERRORS))
     p = beam.Pipeline(options=options)
     _ = p | "Paths" >> beam.Create(paths) | "Links" >> BuildLinks(rules, output_dir, rows_per_shard)
     result = p.run()

@@ -83,6 +83,21 @@ class Timer:
         return round(time.time() - self.start, 3)
 
 
+def begin_stage(output_dir: str, datasets_to_rewrite: tuple[str, ...] = ()) -> Timer:
+    """Mark a stage's output as unfinished (no `_stats.json` until this run writes it) and remove the datasets
+    it is about to rewrite, so no stale shard of an earlier run survives. Returns the run's timer."""
+    from webtext.pipeline import datasets
+
+    timer = Timer()
+    fs.makedirs(output_dir)
+    path = fs.join(output_dir, STATS_FILE)
+    if fs.exists(path):
+        fs.delete([path])
+    for name in datasets_to_rewrite:
+        datasets.remove_dataset(output_dir, name)
+    return timer
+
+
 def write_stats(output_dir: str, stage: str, config: dict, counters: dict, timer: Timer, **extra) -> dict:
     stats = {
         "stage": stage,
