@@ -435,12 +435,14 @@ def funnel(counters: dict) -> list[tuple[str, int]]:
 
 
 def default_processes(args: argparse.Namespace) -> int:
-    """Extractor children per Beam worker: the cores shared among local workers; one per harness elsewhere."""
-    from webtext.pipeline.beam import RUNNERS, local_workers
+    """Extractor children per Beam worker: every local core in each local worker, one per harness elsewhere.
+    Local workers rarely get equal shares of the WARC spans (a small crawl has only a few), so a worker that
+    holds most of them must be able to use every core; when all are busy the OS shares the cores."""
+    from webtext.pipeline.beam import RUNNERS
 
     if RUNNERS.get(args.runner.lower(), args.runner) != "DirectRunner":
         return 1
-    return max(1, (os.cpu_count() or 1) // local_workers(args.workers))
+    return max(1, os.cpu_count() or 1)
 
 
 def _languages(value: str) -> frozenset[str]:
@@ -456,7 +458,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     x.add_argument("--extract-timeout", type=float, default=TIMEOUT_S, metavar="SECONDS",
                    help=f"per-page deadline; the child is killed past it (default: {TIMEOUT_S:g})")
     x.add_argument("--extract-processes", type=int, default=0, metavar="N",
-                   help="extractor children per Beam worker; 0 = the local cores shared among --workers "
+                   help="extractor children per Beam worker; 0 = one per local core in every worker "
                         "(direct runner), 1 elsewhere (default: 0)")
     x.add_argument("--recycle-after", type=int, default=RECYCLE_AFTER, metavar="PAGES",
                    help=f"replace a child after this many pages (default: {RECYCLE_AFTER})")
