@@ -33,6 +33,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from rss import tree_rss  # noqa: E402  (bench/ is the script directory)
+
 PAGES = REPO.parent / "shared" / "data" / "web" / "trafilatura-eval"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "webtext" / "bench-dedup-texts.json"
 DOCS = 50_000
@@ -261,26 +263,6 @@ def run_datatrove(folder: Path, workers: int) -> dict:
 # --------------------------------------------------------------------------------------------------------
 # Measuring
 
-def _tree_rss(pid: int) -> int:
-    """Resident memory of a process and all its descendants, in bytes."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(entry))
-            rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, IndexError, ValueError):
-            continue
-    total, stack = 0, [pid]
-    while stack:
-        p = stack.pop()
-        total += rss.get(p, 0)
-        stack.extend(children.get(p, []))
-    return total
 
 
 def measure(method: str, folder: Path, args) -> dict:
@@ -297,7 +279,7 @@ def measure(method: str, folder: Path, args) -> dict:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
-        peak = max(peak, _tree_rss(proc.pid))
+        peak = max(peak, tree_rss(proc.pid))
         time.sleep(SAMPLE_EVERY_S)
     proc.returncode = os.waitstatus_to_exitcode(status)
     reader.join(5)

@@ -34,11 +34,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+from rss import PeakRss  # noqa: E402  (bench/ is the script directory)
 
 PAGES = os.path.join(REPO, "..", "shared", "data", "web", "trafilatura-eval")
 SHARD_TOKENS = 10_000_000       # ~20 MB shards: several per corpus, so the memory comparison means something
@@ -247,45 +248,6 @@ def run_datatrove(docs: str, tok_dir: str, workers: int) -> dict:
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
-
-class PeakRss:
-    """Peak of the summed RSS of this process and all its descendants, sampled every `interval` s."""
-
-    def __init__(self, interval: float = 0.05):
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
-
-    @staticmethod
-    def tree_rss() -> int:
-        children, rss = collections.defaultdict(list), {}
-        for pid in os.listdir("/proc"):
-            if pid.isdigit():
-                try:
-                    with open(f"/proc/{pid}/stat") as f:
-                        fields = f.read().rsplit(")", 1)[1].split()
-                    children[int(fields[1])].append(int(pid))
-                    rss[int(pid)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-                except (OSError, IndexError, ValueError):
-                    pass
-        total, todo = 0, [os.getpid()]
-        while todo:
-            pid = todo.pop()
-            total += rss.get(pid, 0)
-            todo += children.get(pid, [])
-        return total
-
-    def _run(self):
-        while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, self.tree_rss())
-
-    def __enter__(self):
-        self.base = self.tree_rss()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def child(method: str, docs: str, tok: str, workers: int, shard_tokens: int) -> None:

@@ -24,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import orjson
@@ -32,6 +31,8 @@ import orjson
 from webtext.pipeline import datasets, links, stats
 from webtext.pipeline.beam import pipeline_options
 from webtext.sample_dump import write_sample_dumps
+
+from rss import PeakRss  # noqa: E402  (bench/ is the script directory)
 
 CACHE_DIR = os.path.join(tempfile.gettempdir(), "webtext-bench-links")
 GOAL_LINES_PER_S = 150_000
@@ -78,46 +79,6 @@ def _cpu() -> float:
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
 
-
-class PeakRss:
-    """Peak of the summed RSS of this process and all its descendants, sampled every `interval` s."""
-
-    def __init__(self, interval: float = 0.05):
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
-
-    def _tree_rss(self) -> int:
-        children = collections.defaultdict(list)
-        rss = {}
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                children[int(fields[1])].append(int(pid))
-                rss[int(pid)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-            except (OSError, IndexError, ValueError):
-                pass
-        total, todo = 0, [os.getpid()]
-        while todo:
-            pid = todo.pop()
-            total += rss.get(pid, 0)
-            todo += children.get(pid, [])
-        return total
-
-    def _run(self):
-        while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, self._tree_rss())
-
-    def __enter__(self):
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._tree_rss())
 
 
 def memory_child(paths: list[str], workers: int) -> None:
