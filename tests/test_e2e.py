@@ -157,3 +157,13 @@ device = "cpu"
     lines = [orjson.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in lines if "loss" in r]
     assert losses[-1] < losses[0] - 0.5, (losses[0], losses[-1], summary)
+
+
+def test_a_rewritten_dump_changes_the_links_fingerprint(tmp_path):
+    dump = tmp_path / "RS_x.zst"
+    dump.write_bytes(b"one")
+    before = build.fingerprint("links", ["--input", str(dump)], "", build.input_identity([str(dump)]))
+    dump.write_bytes(b"longer content")
+    after = build.fingerprint("links", ["--input", str(dump)], "", build.input_identity([str(dump)]))
+    assert before != after
+    assert build.input_identity([str(tmp_path / "none-*.zst")]) == []

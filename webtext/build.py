@@ -117,8 +117,24 @@ def _flag_values(flag: str, action: argparse.Action, value) -> list[str]:
     return [flag, values[0]]
 
 
-def fingerprint(stage: str, argv: list[str], upstream: str) -> str:
-    """What a stage's output depends on: its command line without runner settings, and its upstream."""
+def input_identity(patterns: list[str]) -> list[list]:
+    """(path, size, modification time) of every file the patterns match: a dump rewritten in place changes the
+    links stage's fingerprint as a changed flag would. A pattern that matches nothing is left to the stage."""
+    from apache_beam.io.filesystems import FileSystems
+
+    found = []
+    for pattern in patterns:
+        try:
+            metadata = FileSystems.match([pattern])[0].metadata_list
+        except Exception:  # noqa: BLE001 - no match, or a file system not installed: the stage reports it
+            continue
+        found += [[m.path, m.size_in_bytes, m.last_updated_in_seconds] for m in metadata]
+    return sorted(found)
+
+
+def fingerprint(stage: str, argv: list[str], upstream: str, inputs: list | None = None) -> str:
+    """What a stage's output depends on: its command line without runner settings, its upstream, and for
+    the first stage the identity of its input files."""
     runner_flags = {"--runner", "--workers", "--project", "--region", "--temp-location", "--max-num-workers",
                     "--machine-type", "--job-name"}
     kept, skip = [], False
@@ -130,7 +146,7 @@ def fingerprint(stage: str, argv: list[str], upstream: str) -> str:
             skip = True
             continue
         kept.append(item)
-    blob = orjson.dumps({"stage": stage, "argv": kept, "upstream": upstream})
+    blob = orjson.dumps({"stage": stage, "argv": kept, "upstream": upstream, "inputs": inputs or []})
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -168,30 +184,33 @@ def build(job: dict, *, from_stage: str | None = None, only: str | None = None, 
     fs.makedirs(root)
     upstream = ""
     stages = list(STAGES)
-    started = from_stage is not None and stages.index(from_stage)
+    first = stages.index(from_stage) if from_stage else 0
     timings: dict[str, dict] = {}
     rerun_rest = False
     for i, stage in enumerate(stages):
         argv = stage_argv(stage, job.get(stage, {}), root, meta)
-        fp = fingerprint(stage, argv, upstream)
+        inputs = input_identity(job.get(stage, {}).get("input", [])) if stage == "links" else None
+        fp = fingerprint(stage, argv, upstream, inputs)
         out = fs.join(root, OUTPUT_DIR[stage])
         marker = fs.join(out, BUILD_FILE)
         previous = fs.read_json(marker) if fs.exists(marker) else None
-        wanted = (only is None or only == stage) and not (from_stage and i < started)
+        wanted = (only is None or only == stage) and i >= first
         if not wanted:
             if previous is None:
                 if only is not None and i < stages.index(only):
                     raise JobError(f"--only {only}: upstream stage {stage} has no finished output in {out}")
             upstream = previous["fingerprint"] if previous else fp
             continue
-        forced = (from_stage is not None and i >= started) or only == stage
+        forced = from_stage is not None or only == stage
         if previous and previous["fingerprint"] == fp and not forced and not rerun_rest:
             log(f"[{stage}] up to date ({out}), skipped")
             timings[stage] = {"skipped": True, "seconds": previous.get("seconds")}
             upstream = fp
             continue
         if previous and previous["fingerprint"] != fp:
-            log(f"[{stage}] configuration changed ({_changes(previous.get('argv', []), argv)}): "
+            what = ("input files changed" if previous.get("inputs", []) != (inputs or [])
+                    else _changes(previous.get("argv", []), argv))
+            log(f"[{stage}] configuration changed ({what}): "
                 f"removing {out} and rerunning {stage} and every later stage")
             _remove_tree(out)
             rerun_rest = True
@@ -204,7 +223,7 @@ def build(job: dict, *, from_stage: str | None = None, only: str | None = None, 
         run_stage(stage, argv)
         seconds = round(time.time() - t0, 2)
         fs.write_json(marker, {"stage": stage, "fingerprint": fp, "argv": argv, "upstream": upstream,
-                               "seconds": seconds})
+                               "inputs": inputs or [], "seconds": seconds})
         timings[stage] = {"skipped": False, "seconds": seconds}
         log(f"[{stage}] done in {seconds:.1f}s")
         upstream = fp
