@@ -32,13 +32,14 @@ from pathlib import Path
 import trafilatura
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from webtext.pipeline import datasets, extract, urls, warc  # noqa: E402
 from webtext.pipeline.beam import pipeline_options  # noqa: E402
 from webtext.pipeline.fetch import LOG_SCHEMA  # noqa: E402
 from webtext.pipeline.filters import FilterConfig  # noqa: E402
 from webtext.pipeline.sandbox import ExtractSettings, SandboxConfig  # noqa: E402
+from support_extract import snippet_scores  # noqa: E402  (pages without gold have no snippets)
 
 EVAL = ROOT.parent / "shared" / "data" / "web" / "trafilatura-eval"
 SETTINGS = ExtractSettings().kwargs()  # the stage's trafilatura settings, metadata (title, date) included
@@ -122,19 +123,6 @@ def run_stage(fetch_dir: Path, out: Path, workers: int) -> tuple[float, dict]:
     result = extract.run(str(out), stage_options(workers), fetch_dir=str(fetch_dir),
                          sandbox=SandboxConfig(processes=processes), filters=FilterConfig(min_words=0, max_words=0))
     return time.perf_counter() - start, result
-
-
-def snippet_scores(texts: dict, pages: list[dict]) -> tuple[float, float]:
-    found = total_with = avoided = total_without = 0
-    for p in pages:
-        if not p["gold"]:
-            continue
-        text = texts.get(p["url"]) or ""
-        found += sum(s in text for s in p["with"])
-        total_with += len(p["with"])
-        avoided += sum(s not in text for s in p["without"])
-        total_without += len(p["without"])
-    return found / max(1, total_with), avoided / max(1, total_without)
 
 
 def main() -> int:

@@ -33,6 +33,7 @@ import brotli
 from w3lib.encoding import html_body_declared_encoding, http_content_type_encoding, read_bom, resolve_encoding
 
 from webtext import __version__
+from webtext.pipeline.warc import header_value
 
 KiB, MiB = 1024, 1024 * 1024
 
@@ -480,11 +481,7 @@ class Hop:
     charset_source: str | None = None
 
     def header(self, name: str) -> str | None:
-        name = name.lower()
-        for k, v in self.headers:
-            if k.lower() == name:
-                return v
-        return None
+        return header_value(self.headers, name)
 
 
 class _Connection(http.client.HTTPConnection):

@@ -28,6 +28,12 @@ from warcio.warcwriter import WARCWriter
 _WIRE_HEADERS = {"content-encoding", "transfer-encoding", "content-length"}
 
 
+def header_value(headers: list[tuple[str, str]], name: str) -> str | None:
+    """The first value of a header, by case-insensitive name."""
+    name = name.lower()
+    return next((v for k, v in headers if k.lower() == name), None)
+
+
 def payload_digest(body: bytes) -> str:
     """WARC-style payload digest: sha1, base32."""
     return "sha1:" + base64.b32encode(hashlib.sha1(body).digest()).decode("ascii")
@@ -133,11 +139,7 @@ class WarcResponse:
     record_id: str | None
 
     def header(self, name: str) -> str | None:
-        name = name.lower()
-        for k, v in self.headers:
-            if k.lower() == name:
-                return v
-        return None
+        return header_value(self.headers, name)
 
 
 class WarcReadError(Exception):
