@@ -156,12 +156,12 @@ def run_webtext(folder: Path, workers: int, verify: str) -> dict:
     from webtext.pipeline import datasets
     from webtext.pipeline.dedup import CLUSTERS, DedupConfig, run_dedup
 
-    mode = "multi_processing" if workers > 1 else "in_memory"
     out = str(folder / f"out-webtext-{workers}-{verify}")
     start = time.perf_counter()
+    # as `webtext dedup --workers N` runs: the runner in memory, the text work in N local processes
     run_dedup(str(folder / "documents"), out, DedupConfig(verify=verify),
-              lambda _: PipelineOptions([f"--direct_num_workers={workers}", f"--direct_running_mode={mode}"]),
-              quiet=True)
+              lambda _: PipelineOptions(["--direct_num_workers=1", "--direct_running_mode=in_memory"]),
+              quiet=True, processes=workers)
     seconds = time.perf_counter() - start
     clusters = {r["doc_id"]: [r["cluster_id"], r["kept"]] for r in datasets.read_rows(out, CLUSTERS)}
     return {"seconds": seconds, "clusters": clusters}

@@ -29,7 +29,7 @@ import time
 import orjson
 
 from webtext.pipeline import datasets, links, stats
-from webtext.pipeline.beam import pipeline_options
+from webtext.pipeline.beam import local_processes, pipeline_options
 from webtext.sample_dump import write_sample_dumps
 
 from rss import PeakRss  # noqa: E402  (bench/ is the script directory)
@@ -72,7 +72,9 @@ def plain_loop(paths: list[str], rules: links.LinkRules, loads, output_dir: str)
 def run_stage(paths: list[str], output_dir: str, workers: int) -> dict:
     args = argparse.Namespace(runner="direct", workers=workers, project=None, region=None, temp_location=None,
                               job_name=None, max_num_workers=None, machine_type=None, beam_option=[])
-    return links.run(paths, output_dir, links.LinkRules(), pipeline_options(args, "links"))["counters"]
+    # as `webtext links --workers N` runs: the runner in memory, the dumps read in N local processes
+    return links.run(paths, output_dir, links.LinkRules(), pipeline_options(args, "links"),
+                     processes=min(local_processes(args), len(paths)))["counters"]
 
 
 def _cpu() -> float:

@@ -28,10 +28,12 @@ def _options(workers):
     return lambda _pass: PipelineOptions([f"--direct_num_workers={workers}", f"--direct_running_mode={mode}"])
 
 
-def run(tmp_path, name, input_rows, workers=1, shards=1, **cfg):
+def run(tmp_path, name, input_rows, workers=1, shards=1, processes=1, **cfg):
+    """`workers`: the DirectRunner's processes; `processes`: the stage's own local processes (what
+    `webtext dedup --workers N` uses, with the runner in memory)."""
     docs = write_documents(tmp_path / f"{name}-in", input_rows, shards=shards)
     out = str(tmp_path / f"{name}-out")
-    stats = run_dedup(docs, out, DedupConfig(**cfg), _options(workers), quiet=True)
+    stats = run_dedup(docs, out, DedupConfig(**cfg), _options(workers), quiet=True, processes=processes)
     return out, stats
 
 
@@ -242,15 +244,18 @@ def test_transitive_chain_ends_in_one_cluster_over_several_passes(texts, tmp_pat
     assert not os.path.exists(os.path.join(out, "_work"))
 
 
-def test_identical_files_for_shuffled_input_and_two_workers(planted, tmp_path):
+def test_identical_files_for_shuffled_input_two_processes_and_two_runner_workers(planted, tmp_path):
     rows, _ = planted
     subset = rows[:24] + rows[2 * len(LEVELS) * PAIRS_PER_LEVEL:][:20]   # pairs, exact copies, tiny docs
-    a, _ = run(tmp_path, "a", subset, workers=1)
-    b, _ = run(tmp_path, "b", shuffled(subset), workers=2, shards=3)
-    for name in (DOCUMENTS, CLUSTERS, ERRORS):
-        files_a, files_b = datasets.shard_paths(a, name), datasets.shard_paths(b, name)
-        assert [os.path.basename(f) for f in files_a] == [os.path.basename(f) for f in files_b]
-        assert [open(f, "rb").read() for f in files_a] == [open(f, "rb").read() for f in files_b], name
+    a, _ = run(tmp_path, "a", subset)
+    b, _ = run(tmp_path, "b", shuffled(subset), shards=3, processes=2)
+    c, _ = run(tmp_path, "c", shuffled(subset, seed=2), shards=2, workers=2)
+    for other in (b, c):
+        for name in (DOCUMENTS, CLUSTERS, ERRORS):
+            files_a, files_b = datasets.shard_paths(a, name), datasets.shard_paths(other, name)
+            assert [os.path.basename(f) for f in files_a] == [os.path.basename(f) for f in files_b]
+            assert [open(f, "rb").read() for f in files_a] == [open(f, "rb").read() for f in files_b], name
+        assert not os.path.exists(os.path.join(other, "_work"))
     assert len(datasets.read_rows(a, CLUSTERS)) > 10
 
 

@@ -8,6 +8,7 @@ against the stage outputs themselves.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from pathlib import Path
 
@@ -156,7 +157,12 @@ device = "cpu"
     summary = train.train(str(built["root"] / "shards"), job, str(tmp_path / "run"), progress=False)
     lines = [orjson.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in lines if "loss" in r]
-    assert losses[-1] < losses[0] - 0.5, (losses[0], losses[-1], summary)
+    val = [r["val_loss"] for r in lines if "val_loss" in r]
+    vocab = orjson.loads((built["root"] / "shards" / shards.MANIFEST).read_bytes())["tokenizer"]["vocab_size"]
+    # One batch's loss is noisy at this size: the trend over the logged steps and the held-out loss against
+    # guessing uniformly over the vocabulary (ln V nats) show the learning.
+    assert sum(losses[-3:]) / 3 < losses[0] - 0.3, (losses, summary)
+    assert val and val[-1] < math.log(vocab) - 0.5, (val, vocab)
 
 
 def test_a_rewritten_dump_changes_the_links_fingerprint(tmp_path):

@@ -175,7 +175,7 @@ def test_one_and_two_workers_log_the_same(web, tmp_path):
 def test_retried_bundle_rewrites_the_same_files(web, tmp_path):
     """A Beam bundle retry runs a host group again: same WARC names, the last attempt's records, no leftovers."""
     from webtext.pipeline.crawler import CrawlConfig
-    from webtext.pipeline.fetch import FetchHostGroups, RedirectFilter
+    from webtext.pipeline.fetch import RedirectFilter, fetch_group
     from webtext.pipeline.http import ClientConfig
 
     urls = [web.url(f"retry{h}.test", web.page_path(80 + h * 2 + i)) for h in range(3) for i in range(2)]
@@ -183,10 +183,8 @@ def test_retried_bundle_rewrites_the_same_files(web, tmp_path):
     config = CrawlConfig(client=ClientConfig(allow_networks=("127.0.0.1/32",), resolve=(("*.test", "127.0.0.1"),)),
                          host_delay=0.0, warc_max_bytes=60_000)
     out = tmp_path / "fetch"
-    dofn = FetchHostGroups(config, str(out), 7, RedirectFilter())
-    dofn.setup()
-    attempts = [list(dofn.process((3, [dict(l) for l in links]))) for _ in range(2)]
-    dofn.teardown()
+    attempts = [fetch_group((3, [dict(l) for l in links]), config, str(out), 7, RedirectFilter())[0]
+                for _ in range(2)]
     names = sorted(p.name for p in (out / "warc").iterdir())
     assert names and all(n.startswith("webtext-r0007-g00003-") for n in names)  # no .tmp-* left
     assert sorted({r["warc_file"] for r in attempts[1]}) == [f"warc/{n}" for n in names]

@@ -151,6 +151,12 @@ def test_jaccards(texts):
     ha, hb = np.unique(minhash.shingle_hashes(a)), np.unique(minhash.shingle_hashes(b))
     exact = minhash.jaccard(minhash.shingles(a), minhash.shingles(b))
     assert minhash.jaccard_of_hashes(ha, hb) == pytest.approx(exact)
+    assert minhash.jaccard_of_hashes(ha, hb, distinct=True) == pytest.approx(exact)
+    assert minhash.jaccard_of_hashes(hb, ha, distinct=True) == pytest.approx(exact)
+    raw_a, raw_b = minhash.shingle_hashes(a), minhash.shingle_hashes(b)   # repeats, unsorted
+    assert minhash.jaccard_of_hashes(raw_a, raw_b) == pytest.approx(exact)
+    assert minhash.jaccard_of_hashes(ha[:0], hb, distinct=True) == 0.0
+    assert minhash.jaccard_of_hashes(ha[:0], hb[:0], distinct=True) == 1.0
     assert 0.3 < exact < 1
     hashfunc = _our_hashfunc([a, b])
     ma, mb = MinHash(hashfunc=hashfunc), MinHash(hashfunc=hashfunc)

@@ -91,7 +91,7 @@ class _QuietBeamImport(logging.Filter):
         return not any(text in record.getMessage() for text in self.EXPECTED)
 
 
-def _configure_logging() -> None:
+def configure_logging() -> None:
     if not logging.getLogger().handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
@@ -106,7 +106,7 @@ def _configure_logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    _configure_logging()
+    configure_logging()
     commands = _available()
     top = _top_parser(commands)
     if not argv or argv[0].startswith("-"):

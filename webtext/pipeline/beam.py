@@ -1,15 +1,22 @@
 """Runner flags shared by every Beam stage, and the one way a stage builds its PipelineOptions.
 
-Locally the DirectRunner (Beam's FnApiRunner) runs with `--workers` processes; on Google Cloud the same
-pipeline runs on Dataflow. Google modules are imported only by Beam itself, only when Dataflow is used.
+Locally the DirectRunner (Beam's FnApiRunner) runs in memory and each stage spreads its heavy step over
+`--workers` local processes (`PoolMap`); on Google Cloud the same pipeline runs on Dataflow. Google
+modules are imported only by Beam itself, only when Dataflow is used.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import typing
+from typing import Any, Callable
 
+import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.transforms.window import GlobalWindows
+
+from webtext.pipeline.pool import TaskPool
 
 RUNNERS = {"direct": "DirectRunner", "dataflow": "DataflowRunner", "prism": "PrismRunner"}
 
@@ -19,7 +26,8 @@ def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--runner", default="direct",
                    help="direct (this machine), dataflow (Google Cloud), or any Beam runner name (default: direct)")
     g.add_argument("--workers", type=int, default=0,
-                   help="local worker processes for the direct runner; 0 = one per core (default: 0)")
+                   help="local processes for a stage's heavy work on this machine (the direct runner itself runs "
+                        "in memory); 0 = one per core (default: 0)")
     g.add_argument("--project", help="Google Cloud project (dataflow)")
     g.add_argument("--region", help="Google Cloud region (dataflow)")
     g.add_argument("--temp-location", help="gs:// path for temporary files (dataflow)")
@@ -34,13 +42,24 @@ def local_workers(requested: int) -> int:
     return requested if requested > 0 else max(1, os.cpu_count() or 1)
 
 
+def is_direct(args: argparse.Namespace) -> bool:
+    return RUNNERS.get(args.runner.lower(), args.runner) == "DirectRunner"
+
+
+def local_processes(args: argparse.Namespace) -> int:
+    """Processes a stage that fans out its heavy step itself (`pool.TaskPool`) gives that step: `--workers`
+    on this machine; one on a remote runner, which already runs one SDK process per core."""
+    return local_workers(args.workers) if is_direct(args) else 1
+
+
 def pipeline_options(args: argparse.Namespace, stage: str) -> PipelineOptions:
+    """Locally the DirectRunner runs in memory, in this process: each stage parallelises its heavy step
+    itself over `local_processes` (`PoolMap`, the extractor sandbox, the tokenizer's threads), with none
+    of the runner's multi-processing start-up and gRPC exchange of every element."""
     runner = RUNNERS.get(args.runner.lower(), args.runner)
     flags = [f"--runner={runner}"]
     if runner == "DirectRunner":
-        workers = local_workers(args.workers)
-        flags += [f"--direct_num_workers={workers}",
-                  f"--direct_running_mode={'multi_processing' if workers > 1 else 'in_memory'}",
+        flags += ["--direct_num_workers=1", "--direct_running_mode=in_memory",
                   "--default_sdk_harness_log_level=WARNING"]
     else:
         if runner == "DataflowRunner":
@@ -97,3 +116,69 @@ def worker_wheel(dist_dir: str | None = None) -> str:
 
 
 _WHEEL: str | None = None
+
+
+class _PoolMap(beam.DoFn):
+    """The first task of a bundle waits: a bundle of one task runs inline, with no process started."""
+
+    def __init__(self, fn, processes: int, args: tuple, prepare):
+        self.fn, self.processes, self.args, self.prepare = fn, processes, args, prepare
+
+    def setup(self):
+        self.pool = TaskPool(self.processes)
+        self.first = None
+
+    def start_bundle(self):
+        self.first = None
+
+    def process(self, task, *side):
+        args = self.args + ((self.prepare(*side),) if self.prepare else side)
+        if self.first is None and not self.pool.started:
+            self.first = (task, args)
+            return
+        if self.first is not None:
+            first, self.first = self.first, None
+            yield from self.pool.submit(self.fn, first[0], *first[1])
+        yield from self.pool.submit(self.fn, task, *args)
+
+    def finish_bundle(self):
+        results = [self.fn(self.first[0], *self.first[1])] if self.first is not None else []
+        self.first = None
+        results += self.pool.drain()
+        self.pool.close()
+        for result in results:
+            yield GlobalWindows.windowed_value(result)
+
+    def teardown(self):
+        self.pool.close()
+
+
+class PoolMap(beam.PTransform):
+    """task -> fn(task, *args, *side) over a `TaskPool` of `processes`: a Map whose calls run in parallel
+    local processes. Side inputs (Beam's AsDict, AsList, ...) follow `args`; `prepare(*side_values)`, when
+    given, turns them into the one argument `fn` receives instead (e.g. a list into a frozenset). Batch
+    pipelines only (results finished at the end of a bundle go out in the global window)."""
+
+    def __init__(self, fn: Callable[..., Any], processes: int, *args, side: tuple = (), prepare=None):
+        super().__init__()
+        self.fn, self.processes, self.args, self.side, self.prepare = fn, processes, args, side, prepare
+
+    def expand(self, tasks):
+        return tasks | beam.ParDo(_PoolMap(self.fn, self.processes, self.args, self.prepare), *self.side)
+
+
+@beam.typehints.with_output_types(typing.Any)  # main and tagged outputs mixed
+class UnpackResults(beam.DoFn):
+    """A task's (items, error rows, counts) -> its items, its error rows (tagged `errors`), and its counts
+    added to the stage's counters (`count(name, n)`): how a `PoolMap` task reports back."""
+
+    def __init__(self, count):
+        self.count = count
+
+    def process(self, result):
+        items, errors, counts = result
+        for name, n in sorted(counts.items()):
+            self.count(name, n)
+        for e in errors:
+            yield beam.pvalue.TaggedOutput("errors", e)
+        yield from items

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from webtext.pipeline import fs
@@ -60,11 +61,38 @@ def num_shards_for(rows: int, rows_per_shard: int) -> int:
     return max(1, -(-rows // rows_per_shard))
 
 
-def table_bytes(rows: list[dict], schema: pa.Schema) -> bytes:
-    """One Parquet file's bytes; the same rows always give the same bytes."""
-    table = pa.Table.from_pylist(rows, schema=schema)
+ROW_GROUP_BYTES = 32 << 20     # Arrow bytes per Parquet row group: the unit a reader decodes and a task gets
+ROW_GROUP_ROWS = (1024, 65536)  # ... within these row counts
+
+
+def row_group_rows(table: pa.Table) -> int:
+    """Rows per row group for this table: about ROW_GROUP_BYTES each (a few thousand documents, tens of
+    thousands of link rows), so readers can split a file into tasks without decoding it more than once."""
+    per_row = _value_bytes(table) / max(table.num_rows, 1)
+    return int(min(max(ROW_GROUP_BYTES // max(per_row, 1), ROW_GROUP_ROWS[0]), ROW_GROUP_ROWS[1]))
+
+
+def _value_bytes(table: pa.Table) -> int:
+    """The table's size from its values alone (string and binary lengths, 8 bytes for anything else), so
+    that equal rows give equal sizes however their Arrow buffers were built."""
+    total = 0
+    for column in table.columns:
+        if pa.types.is_string(column.type) or pa.types.is_binary(column.type) or \
+                pa.types.is_large_string(column.type) or pa.types.is_large_binary(column.type):
+            total += pc.sum(pc.binary_length(column)).as_py() or 0
+        else:
+            total += 8 * len(column)
+    return total
+
+
+def table_bytes(rows: list[dict] | pa.Table, schema: pa.Schema) -> bytes:
+    """One Parquet file's bytes; the same rows always give the same bytes (as dicts or as a table)."""
+    if isinstance(rows, pa.Table):
+        table = rows.cast(schema).combine_chunks()
+    else:
+        table = pa.Table.from_pylist(rows, schema=schema)
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd", row_group_size=64 * 1024, write_statistics=True)
+    pq.write_table(table, buf, compression="zstd", row_group_size=row_group_rows(table), write_statistics=True)
     return buf.getvalue()
 
 
@@ -108,6 +136,78 @@ class WriteDataset(beam.PTransform):
                                               num_shards=n_side))
 
 
+def split_into_runs(table: pa.Table, key: str, num_shards: int, run_dir: str, run_name: str) -> list[tuple[int, str]]:
+    """Write `table`'s rows as sorted runs, one Arrow IPC file per output shard they fall in (the shard of
+    `WriteDataset` with `sort_key=lambda r: r[key]`), at `run_dir/SSSSS/run_name.arrow`. Returns
+    (shard, path) for each run. A retried task rewrites the same files (atomically)."""
+    if not table.num_rows:
+        return []
+    shard = pa.array([stable_hash(v) % num_shards for v in table.column(key).to_pylist()], pa.int64())
+    runs = []
+    for index in sorted(set(shard.to_pylist())):
+        part = table.filter(pc.equal(shard, index))
+        part = part.take(pc.sort_indices(part, [(key, "ascending")]))
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, part.schema) as writer:
+            writer.write_table(part)
+        path = fs.join(run_dir, f"{index:05d}", f"{run_name}.arrow")
+        fs.write_atomic(path, sink.getvalue().to_pybytes())
+        runs.append((index, path))
+    return runs
+
+
+def write_shard_from_runs(task: tuple[int, list], output_dir: str, name: str, schema: pa.Schema, key: str,
+                          num_shards: int) -> str:
+    """Merge one shard's runs (`split_into_runs`) into its Parquet file, byte for byte what `WriteDataset`
+    writes for the same rows; then delete the runs. `task` is (shard, run paths; None entries ignored)."""
+    index, paths = task
+    paths = sorted(p for p in paths if p is not None)
+    tables = []
+    for path in paths:
+        with fs.open_read(path) as f:
+            tables.append(pa.ipc.open_file(pa.py_buffer(f.read())).read_all())
+    table = pa.concat_tables(tables).combine_chunks() if tables else schema.empty_table()
+    table = table.take(pc.sort_indices(table, [(key, "ascending")]))
+    path = fs.join(output_dir, shard_name(name, index, num_shards))
+    fs.write_atomic(path, table_bytes(table, schema))
+    fs.delete(paths)
+    return path
+
+
+class WriteRuns(beam.PTransform):
+    """The dataset `name` from runs written by `split_into_runs`: (shard, run path) elements in,
+    `num_shards` (a singleton PCollection) files out, each merged, sorted and written in one of `processes`
+    local processes (every shard, empty ones included). Rows travel as files, not as Beam elements."""
+
+    def __init__(self, output_dir: str, name: str, schema: pa.Schema, key: str, num_shards, processes: int = 1):
+        super().__init__(f"WriteRuns_{name}")
+        self.output_dir, self.name, self.schema, self.key = output_dir, name, schema, key
+        self.num_shards, self.processes = num_shards, processes
+
+    def expand(self, runs):
+        from webtext.pipeline.beam import PoolMap
+
+        every_shard = self.num_shards | "EveryShard" >> beam.FlatMap(lambda k: [(i, None) for i in range(k)])
+        return ((runs, every_shard)
+                | "Flatten" >> beam.Flatten()
+                | "GroupByShard" >> beam.GroupByKey()
+                | "AsLists" >> beam.MapTuple(lambda index, paths: (index, list(paths)))
+                | "WriteShards" >> PoolMap(write_shard_from_runs, self.processes, self.output_dir, self.name,
+                                           self.schema, self.key, side=(beam.pvalue.AsSingleton(self.num_shards),)))
+
+
+def row_groups(path: str) -> list[tuple[str, int]]:
+    """A Parquet file's reading tasks: (path, row group index), one per row group (see `row_group_rows`)."""
+    with fs.open_read(path) as f:
+        return [(path, i) for i in range(pq.ParquetFile(f).metadata.num_row_groups)]
+
+
+def read_row_group(task: tuple[str, int], columns: list[str] | None = None) -> pa.Table:
+    path, index = task
+    with fs.open_read(path) as f:
+        return pq.ParquetFile(f).read_row_group(index, columns=columns)
+
+
 def read_table(output_dir: str, name: str, columns: list[str] | None = None) -> pa.Table:
     """A whole dataset as one Arrow table, in shard order (for tests, inspect and small datasets)."""
     paths = shard_paths(output_dir, name)
@@ -145,8 +245,9 @@ class ReadDataset(beam.PTransform):
         return (pbegin
                 | "Dir" >> beam.Create([self.input_dir])
                 | "Paths" >> beam.FlatMap(_existing_shards, self.name)
+                | "RowGroups" >> beam.FlatMap(row_groups)
                 | "Reshuffle" >> beam.Reshuffle()
-                | "Rows" >> beam.FlatMap(_rows_of_file, self.columns))
+                | "Rows" >> beam.FlatMap(_rows_of_row_group, self.columns))
 
 
 def _existing_shards(input_dir: str, name: str) -> list[str]:
@@ -156,7 +257,6 @@ def _existing_shards(input_dir: str, name: str) -> list[str]:
     return paths
 
 
-def _rows_of_file(path: str, columns):
-    with fs.open_read(path) as f:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=2048, columns=columns):
-            yield from batch.to_pylist()
+def _rows_of_row_group(task: tuple[str, int], columns):
+    for batch in read_row_group(task, columns).to_batches(max_chunksize=2048):
+        yield from batch.to_pylist()

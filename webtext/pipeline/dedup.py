@@ -12,7 +12,10 @@ cluster keeps its highest-scored document (no score counts as lowest; ties go to
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
+import functools
+import hashlib
 import sys
 import typing
 from typing import Iterable
@@ -20,10 +23,11 @@ from typing import Iterable
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from webtext.pipeline import components, datasets, fs, minhash
-from webtext.pipeline.beam import add_runner_arguments, pipeline_options
+from webtext.pipeline import components, datasets, fs, minhash, pool
+from webtext.pipeline.beam import PoolMap, UnpackResults, add_runner_arguments, local_processes, pipeline_options
 from webtext.pipeline.errors import ERRORS, ERRORS_SCHEMA, error_row, error_sort_key
 from webtext.pipeline.stats import BeamCounters, Count, Timer, collect_counters, print_funnel, write_stats
 
@@ -33,7 +37,6 @@ CLUSTERS = "clusters"
 WORK_DIR = "_work"                 # edge sets of extra clustering passes; removed when the stage finishes
 DOCUMENT_ROWS_PER_SHARD = 50_000   # as the extract stage: a shard's sort stays in the low hundreds of MB
 CLUSTER_ROWS_PER_SHARD = 1_000_000
-READ_SLICE_ROWS = 8192             # rows per reading task: spreads one big input file over workers
 LSH_BATCH = 1024                   # documents per band-partitioning batch
 LSH_PARTITIONS = 256               # buckets are spread over this many groups (the LSH work per task)
 VERIFY_ALL_PAIRS_UPTO = 32         # when verifying, buckets up to this size give all pairs, larger ones a star
@@ -146,35 +149,117 @@ def bucket_edges(keys: np.ndarray, ids: list[str], all_pairs_upto: int = 0) -> s
 
 
 def similarity(payload_a: bytes, payload_b: bytes, verify: str, dtype) -> float:
-    """Jaccard similarity of two documents from their verification payloads: shingle hashes (exact) or
-    MinHash signatures (estimate)."""
+    """Jaccard similarity of two documents from their verification payloads: distinct sorted shingle hashes
+    (exact) or MinHash signatures (estimate)."""
     if verify == "exact":
-        return minhash.jaccard_of_hashes(np.frombuffer(payload_a, np.uint32), np.frombuffer(payload_b, np.uint32))
+        return minhash.jaccard_of_hashes(np.frombuffer(payload_a, np.uint32), np.frombuffer(payload_b, np.uint32),
+                                         distinct=True)
     return minhash.estimated_jaccard(np.frombuffer(payload_a, dtype), np.frombuffer(payload_b, dtype))
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Reading
+# Work on one row group of the input (plain functions: they run in the stage's local processes)
 
-def _file_slices(path: str, slice_rows: int):
-    with fs.open_read(path) as f:
-        rows = pq.ParquetFile(f).metadata.num_rows
-    for start in range(0, max(rows, 1), slice_rows):
-        yield path, start, min(start + slice_rows, rows)
+def _valid_mask(table: pa.Table) -> pa.ChunkedArray:
+    ids = table.column("doc_id")
+    return pc.and_(pc.fill_null(pc.not_equal(ids, ""), False), pc.is_valid(table.column("text")))
 
 
-def _read_slice(task, columns):
-    path, start, end = task
-    seen = 0
-    with fs.open_read(path) as f:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=1024, columns=columns):
-            lo, hi = max(start - seen, 0), min(end - seen, batch.num_rows)
-            seen += batch.num_rows
-            if lo < hi:
-                yield from batch.slice(lo, hi - lo).to_pylist()
-            if seen >= end:
-                return
+def _input_errors(table: pa.Table) -> list[dict]:
+    """Error rows for the rows that cannot be deduplicated (no doc_id, no text)."""
+    bad = table.filter(pc.invert(_valid_mask(table)))
+    errors = []
+    for row in bad.to_pylist():
+        reason = check_document(row)
+        errors.append(error_row(STAGE, row.get("url") or row.get("doc_id") or "", None, reason,
+                                f"document row without {reason.removeprefix('missing_')}", repr(row)[:1000]))
+    return errors
 
+
+def _hasher(cfg: DedupConfig) -> minhash.MinHasher:
+    return minhash.MinHasher(cfg.num_perm, cfg.seed, cfg.scheme)
+
+
+def warm_up(_task) -> None:
+    """What every local process needs before its first row group (see `pool.prestart`)."""
+    minhash.normalize("warm up")
+
+
+def sketch_row_group(task, cfg: DedupConfig, hasher: minhash.MinHasher, lsh: tuple[int, int],
+                     signatures: bool = True) -> tuple[list, list, dict]:
+    """(sketches, errors, counts) of one row group of a documents file. A sketch is
+    (exact_key, (doc_id, score, band keys as bytes, or None when the document stays out of LSH)).
+    `hasher` and `lsh` (bands, rows) come made: a local process then never imports datasketch."""
+    table = datasets.read_row_group(task, SKETCH_COLUMNS + ["url"])
+    counts = collections.Counter()
+    errors = _input_errors(table)
+    for e in errors:
+        counts[f"error_{e['reason']}"] += 1
+    valid = table.filter(_valid_mask(table))
+    bands, rows = lsh
+    sketches, sigs, with_sig = [], [], []
+    for doc_id, text, score in zip(valid.column("doc_id").to_pylist(), valid.column("text").to_pylist(),
+                                   valid.column("score").to_pylist()):
+        normalized = minhash.normalize(text)
+        sketches.append((minhash.exact_key(normalized), (doc_id, score, None)))
+        if not signatures:
+            continue
+        if not normalized:
+            counts["empty_after_normalisation"] += 1  # kept out of LSH; exact duplicates of each other only
+            continue
+        if normalized.count(" ") + 1 < cfg.ngram:
+            counts["shorter_than_shingle"] += 1
+        sigs.append(hasher.signature(minhash.shingle_hashes(normalized, cfg.ngram)))
+        with_sig.append(len(sketches) - 1)
+    if sigs:
+        keys = minhash.band_keys(np.stack(sigs), bands, rows)
+        for i, k in zip(with_sig, keys):
+            key, (doc_id, score, _) = sketches[i]
+            sketches[i] = key, (doc_id, score, k.tobytes())
+    counts["documents_in"] += len(sketches)
+    return sketches, errors, dict(counts)
+
+
+def payload_row_group(task, cfg: DedupConfig, hasher: minhash.MinHasher, wanted: frozenset) -> list[tuple[str, bytes]]:
+    """(doc_id, verification payload) of the documents of one row group that are in `wanted` (the
+    candidates): their shingle hashes (--verify exact) or MinHash signature (estimate)."""
+    table = datasets.read_row_group(task, ["doc_id", "text"])
+    table = table.filter(pc.and_(_valid_mask(table), pc.is_in(table.column("doc_id"),
+                                                               pa.array(sorted(wanted), pa.string()))))
+    out = []
+    for doc_id, text in zip(table.column("doc_id").to_pylist(), table.column("text").to_pylist()):
+        hashes = minhash.shingle_hashes(minhash.normalize(text), cfg.ngram)
+        if cfg.verify == "exact":
+            out.append((doc_id, np.unique(hashes).tobytes()))  # sorted and distinct, once per document
+        else:
+            out.append((doc_id, hasher.signature(hashes).tobytes()))
+    return out
+
+
+def keep_row_group(task, schema: pa.Schema, run_dir: str, dropped: dict[str, str],
+                   num_shards: int) -> tuple[list, list, dict]:
+    """(runs, errors, counts) of one row group: its valid rows whose doc_id was not removed, written as
+    sorted runs per output shard (`datasets.split_into_runs`). Rows removed because several rows share
+    their doc_id are errors (one per row)."""
+    table = datasets.read_row_group(task)
+    table = table.filter(_valid_mask(table))
+    ids = table.column("doc_id").to_pylist()
+    keep = [doc_id not in dropped for doc_id in ids]
+    errors = []
+    for row_index in (i for i, k in enumerate(keep) if not k and dropped[ids[i]] == "duplicate_doc_id"):
+        row = table.slice(row_index, 1).to_pylist()[0]
+        errors.append(error_row(
+            STAGE, row["url"] or row["doc_id"], None, "duplicate_doc_id",
+            f"doc_id {row['doc_id']} appears in more than one input row; doc_ids must be unique", row["url"]))
+    kept = table.filter(pa.array(keep, pa.bool_())).cast(schema)
+    path, index = task
+    run_name = f"{hashlib.blake2b(path.encode(), digest_size=8).hexdigest()}-{index:05d}"
+    runs = datasets.split_into_runs(kept, "doc_id", num_shards, run_dir, run_name)
+    return runs, errors, {"kept": kept.num_rows}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading and the local processes
 
 def _shard_paths(docs_dir: str) -> list[str]:
     paths = datasets.shard_paths(docs_dir, DOCUMENTS)
@@ -184,23 +269,21 @@ def _shard_paths(docs_dir: str) -> list[str]:
     return paths
 
 
-class ReadDocuments(beam.PTransform):
-    """Rows of a documents dataset, read in slices of `slice_rows` so that one big file is spread over
-    workers (each task decodes the file up to the end of its slice and converts only its own rows)."""
+class RowGroups(beam.PTransform):
+    """The reading tasks of a documents dataset, one per Parquet row group (a few thousand documents),
+    spread over workers. The files are listed when the pipeline runs, not when it is built: a graph can be
+    built (and checked, `webtext build --dry-run`) before the extract stage has written anything."""
 
-    def __init__(self, docs_dir: str, columns: list[str] | None = None, slice_rows: int = READ_SLICE_ROWS):
+    def __init__(self, docs_dir: str):
         super().__init__()
-        self.docs_dir, self.columns, self.slice_rows = docs_dir, columns, slice_rows
+        self.docs_dir = docs_dir
 
     def expand(self, pbegin):
-        # The shards are listed when the pipeline runs, not when it is built: a graph can be built (and
-        # checked, `webtext build --dry-run`) before the extract stage has written anything.
         return (pbegin
                 | "Dir" >> beam.Create([self.docs_dir])
                 | "Paths" >> beam.FlatMap(_shard_paths)
-                | "Slices" >> beam.FlatMap(_file_slices, self.slice_rows)
-                | "Spread" >> beam.Reshuffle()
-                | "Rows" >> beam.FlatMap(_read_slice, self.columns))
+                | "RowGroups" >> beam.FlatMap(datasets.row_groups)
+                | "Spread" >> beam.Reshuffle())
 
 
 def input_schema(docs_dir: str) -> pa.Schema:
@@ -212,61 +295,7 @@ def input_schema(docs_dir: str) -> pa.Schema:
         return pq.read_schema(f)
 
 
-@beam.typehints.with_output_types(typing.Any)  # main and tagged outputs mixed
-class _CheckDocuments(beam.DoFn):
-    def __init__(self, count: Count):
-        self.count = count
-
-    def process(self, row):
-        reason = check_document(row)
-        if reason is None:
-            yield row
-            return
-        self.count(f"error_{reason}")
-        yield beam.pvalue.TaggedOutput(ERRORS, error_row(
-            STAGE, row.get("url") or row.get("doc_id") or "", None, reason,
-            f"document row without {reason.removeprefix('missing_')}", repr(row)[:1000]))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Sketches, exact groups, LSH candidates, verification
-
-META, EXACT_EDGES, PAYLOADS = "meta", "exact_edges", "payloads"
-
-
-@beam.typehints.with_output_types(typing.Any)  # main and tagged outputs mixed
-class _Sketch(beam.DoFn):
-    """One document -> (exact_key, (doc_id, score, band keys)) and, when verifying, its payload."""
-
-    def __init__(self, cfg: DedupConfig, count: Count, signatures: bool = True):
-        self.cfg, self.count, self.signatures = cfg, count, signatures
-
-    def setup(self):
-        self.hasher = minhash.MinHasher(self.cfg.num_perm, self.cfg.seed, self.cfg.scheme)
-        self.bands, self.rows = self.cfg.lsh()
-
-    def process(self, row):
-        self.count("documents_in")
-        normalized = minhash.normalize(row["text"])
-        key = minhash.exact_key(normalized)
-        if not self.signatures:
-            yield key, (row["doc_id"], row["score"], None)
-            return
-        if not normalized:
-            self.count("empty_after_normalisation")  # kept out of LSH; exact duplicates of each other only
-            yield key, (row["doc_id"], row["score"], None)
-            return
-        hashes = minhash.shingle_hashes(normalized, self.cfg.ngram)
-        if normalized.count(" ") + 1 < self.cfg.ngram:
-            self.count("shorter_than_shingle")
-        sig = self.hasher.signature(hashes)
-        bands = minhash.band_keys(sig.reshape(1, -1), self.bands, self.rows)[0].tobytes()
-        yield key, (row["doc_id"], row["score"], bands)
-        if self.cfg.verify == "exact":
-            # as they are: making them distinct costs more than it saves, and only candidates need it
-            yield beam.pvalue.TaggedOutput(PAYLOADS, (row["doc_id"], hashes.tobytes()))
-        elif self.cfg.verify == "estimate":
-            yield beam.pvalue.TaggedOutput(PAYLOADS, (row["doc_id"], sig.tobytes()))
+META, EXACT_EDGES = "meta", "exact_edges"
 
 
 @beam.typehints.with_output_types(typing.Any)  # main and tagged outputs mixed
@@ -371,23 +400,33 @@ class _Verify(beam.DoFn):
 
 
 class VerifyCandidates(beam.PTransform):
-    """Candidate edges whose Jaccard similarity (exact, or MinHash's estimate) reaches the threshold. Each
-    document's payload is shuffled once, then once more per candidate edge it is part of."""
+    """Candidate edges whose Jaccard similarity (exact, or MinHash's estimate) reaches the threshold. Only
+    the candidates' payloads are computed (from the documents in `docs_dir`, read once more): each is
+    shuffled once, then once more per candidate edge it is part of."""
 
-    def __init__(self, payloads, verify: str, threshold: float, dtype, count: Count):
+    def __init__(self, p, docs_dir: str, cfg: DedupConfig, processes: int, count: Count):
         super().__init__()
-        self.payloads, self.verify, self.threshold, self.dtype, self.count = \
-            payloads, verify, threshold, dtype, count
+        self.p, self.docs_dir, self.cfg, self.processes, self.count = p, docs_dir, cfg, processes, count
 
     def expand(self, edges):
+        cfg = self.cfg
         edges = edges | "Distinct" >> beam.Distinct()
-        return ({"payload": self.payloads,
+        wanted = edges | "Ends" >> beam.FlatMap(lambda e: e) | "DistinctEnds" >> beam.Distinct()
+        # Its own read: a second consumer of the sketching read would be fused with it, and this one waits
+        # for a side input computed downstream of that read.
+        payloads = (self.p
+                    | "InputForPayloads" >> RowGroups(self.docs_dir)
+                    | "Payloads" >> PoolMap(payload_row_group, self.processes, cfg, _hasher(cfg),
+                                            side=(beam.pvalue.AsList(wanted),), prepare=frozenset)
+                    | "Each" >> beam.FlatMap(lambda items: items))
+        dtype = _hasher(cfg).dtype
+        return ({"payload": payloads,
                  "as_child": edges | "ByChild" >> beam.MapTuple(lambda c, p: (c, p)),
                  "as_parent": edges | "ByParent" >> beam.MapTuple(lambda c, p: (p, c))}
                 | "JoinPayloads" >> beam.CoGroupByKey()
                 | "PairPayloads" >> beam.FlatMap(_pair_payloads)
                 | "ByPair" >> beam.GroupByKey()
-                | "Verify" >> beam.ParDo(_Verify(self.verify, self.threshold, self.dtype, self.count)))
+                | "Verify" >> beam.ParDo(_Verify(cfg.verify, cfg.threshold, dtype, self.count)))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -411,7 +450,7 @@ class _Members(beam.DoFn):
         metas = [m for entries in grouped[META] for m in entries]
         if len(metas) > 1:
             self.count("error_duplicate_doc_id", len(metas))
-            yield beam.pvalue.TaggedOutput("duplicate", doc_id)
+            yield beam.pvalue.TaggedOutput("duplicate", (doc_id, len(metas)))
             return
         roots = set(grouped["root"])
         if roots and metas:
@@ -435,8 +474,8 @@ class _Clusters(beam.DoFn):
 
 
 class ResolveClusters(beam.PTransform):
-    """Settled star edges + per-document meta -> clusters-table rows, and the doc_ids that are removed
-    (with their reason) as the second output."""
+    """Settled star edges + per-document meta -> clusters-table rows, the doc_ids that are removed (with
+    their reason), and the number of input rows they are."""
 
     def __init__(self, meta, count: Count):
         super().__init__()
@@ -452,50 +491,44 @@ class ResolveClusters(beam.PTransform):
         removed = (rows
                    | "Removed" >> beam.Filter(lambda r: not r["kept"])
                    | "RemovedIds" >> beam.Map(lambda r: (r["doc_id"], r["reason"])))
-        duplicates = members.duplicate | "DuplicateIds" >> beam.Map(lambda d: (d, "duplicate_doc_id"))
-        return rows, (removed, duplicates) | "Drop" >> beam.Flatten()
-
-
-@beam.typehints.with_output_types(typing.Any)  # main and tagged outputs mixed
-class _KeepDocuments(beam.DoFn):
-    def __init__(self, count: Count):
-        self.count = count
-
-    def process(self, row, dropped):
-        reason = dropped.get(row["doc_id"])
-        if reason is None:
-            self.count("kept")
-            yield row
-        elif reason == "duplicate_doc_id":
-            yield beam.pvalue.TaggedOutput(ERRORS, error_row(
-                STAGE, row["url"] or row["doc_id"], None, reason,
-                f"doc_id {row['doc_id']} appears in more than one input row; doc_ids must be unique",
-                row["url"]))
+        duplicates = members.duplicate | "DuplicateIds" >> beam.MapTuple(lambda d, _: (d, "duplicate_doc_id"))
+        removed_rows = ((removed | "OneRowEach" >> beam.Map(lambda _: 1),
+                         members.duplicate | "RowsEach" >> beam.MapTuple(lambda _, n: n))
+                        | "AllRemoved" >> beam.Flatten()
+                        | "RemovedRows" >> beam.CombineGlobally(sum))
+        return rows, (removed, duplicates) | "Drop" >> beam.Flatten(), removed_rows
 
 
 # ---------------------------------------------------------------------------------------------------------
 # The stage
 
-def _documents_and_meta(p, docs_dir: str, cfg: DedupConfig, count: Count, signatures: bool):
-    read = p | "ReadForSketch" >> ReadDocuments(docs_dir, SKETCH_COLUMNS + ["url"])
-    checked = read | "Check" >> beam.ParDo(_CheckDocuments(count)).with_outputs(ERRORS, main="rows")
-    sketches = checked.rows | "Sketch" >> beam.ParDo(_Sketch(cfg, count, signatures)).with_outputs(
-        PAYLOADS, main="sketches")
-    groups = (sketches.sketches
+def _documents_and_meta(p, docs_dir: str, cfg: DedupConfig, count: Count, signatures: bool, processes: int):
+    sketched = (p
+                | "InputForSketch" >> RowGroups(docs_dir)
+                | "Sketch" >> PoolMap(sketch_row_group, processes, cfg, _hasher(cfg), cfg.lsh(), signatures)
+                | "UnpackSketches" >> beam.ParDo(UnpackResults(count)).with_outputs(ERRORS, main="sketches"))
+    groups = (sketched.sketches
               | "ByExactKey" >> beam.GroupByKey()
               | "ExactGroups" >> beam.ParDo(_ExactGroups(count)).with_outputs(META, EXACT_EDGES, main="reps"))
-    return checked[ERRORS], sketches[PAYLOADS], groups
+    valid_rows = sketched.sketches | "ValidRows" >> beam.combiners.Count.Globally()
+    return sketched[ERRORS], groups, valid_rows
 
 
-def _write_outputs(p, docs_dir: str, output_dir: str, schema: pa.Schema, stars, meta, errors, count: Count):
-    clusters, dropped = stars | "Resolve" >> ResolveClusters(meta, count)
+def _write_outputs(p, docs_dir: str, output_dir: str, schema: pa.Schema, stars, meta, valid_rows, errors,
+                   count: Count, processes: int):
+    clusters, dropped, removed_rows = stars | "Resolve" >> ResolveClusters(meta, count)
+    num_shards = (
+        (valid_rows, removed_rows | "Negative" >> beam.Map(lambda n: -n))
+        | "Rows" >> beam.Flatten()
+        | "KeptRows" >> beam.CombineGlobally(sum)
+        | "NumShards" >> beam.Map(datasets.num_shards_for, DOCUMENT_ROWS_PER_SHARD))
     kept = (p
-            | "ReadForOutput" >> ReadDocuments(docs_dir)
-            | "CheckAgain" >> beam.Filter(lambda r: check_document(r) is None)
-            | "Keep" >> beam.ParDo(_KeepDocuments(count), dropped=beam.pvalue.AsDict(dropped)).with_outputs(
-                ERRORS, main="rows"))
-    _ = kept.rows | "WriteDocuments" >> datasets.WriteDataset(
-        output_dir, DOCUMENTS, schema, lambda r: r["doc_id"], DOCUMENT_ROWS_PER_SHARD)
+            | "InputForOutput" >> RowGroups(docs_dir)
+            | "Keep" >> PoolMap(keep_row_group, processes, schema, fs.join(output_dir, WORK_DIR, "kept"),
+                                side=(beam.pvalue.AsDict(dropped), beam.pvalue.AsSingleton(num_shards)))
+            | "UnpackKept" >> beam.ParDo(UnpackResults(count)).with_outputs(ERRORS, main="runs"))
+    _ = kept.runs | "WriteDocuments" >> datasets.WriteRuns(
+        output_dir, DOCUMENTS, schema, "doc_id", num_shards, processes)
     _ = clusters | "WriteClusters" >> datasets.WriteDataset(
         output_dir, CLUSTERS, CLUSTERS_SCHEMA, lambda r: r["doc_id"], CLUSTER_ROWS_PER_SHARD)
     _ = ((errors, kept[ERRORS]) | "AllErrors" >> beam.Flatten()
@@ -503,22 +536,22 @@ def _write_outputs(p, docs_dir: str, output_dir: str, schema: pa.Schema, stars, 
 
 
 def build_pipeline(p: beam.Pipeline, docs_dir: str, output_dir: str, cfg: DedupConfig, schema: pa.Schema,
-                   count: Count) -> None:
+                   count: Count, processes: int = 1) -> None:
     """The stage's first (usually only) pass: sketches, exact groups, LSH candidates, verification,
     connected components, and the outputs; its settled-or-not star edges are saved under WORK_DIR for
-    further passes. Builds without touching the input or the output."""
-    errors, payloads, groups = _documents_and_meta(p, docs_dir, cfg, count, signatures=True)
+    further passes. Builds without touching the input or the output. `processes`: local processes for the
+    work on the documents' text (sketches, verification payloads, the kept documents)."""
+    errors, groups, valid_rows = _documents_and_meta(p, docs_dir, cfg, count, True, processes)
     bands, rows = cfg.lsh()
     all_pairs_upto = VERIFY_ALL_PAIRS_UPTO if cfg.verify != "none" else 0
     candidates = groups.reps | "LSH" >> LshCandidates(bands, cfg.lsh_partitions, all_pairs_upto, count)
     if cfg.verify != "none":
-        dtype = minhash.MinHasher(cfg.num_perm, cfg.seed, cfg.scheme).dtype
-        candidates = candidates | "Verify" >> VerifyCandidates(payloads, cfg.verify, cfg.threshold, dtype, count)
+        candidates = candidates | "Verify" >> VerifyCandidates(p, docs_dir, cfg, processes, count)
     stars = ((groups[EXACT_EDGES], candidates)
              | "AllEdges" >> beam.Flatten()
              | "Components" >> components.ConnectedComponents(STAGE, cfg.cc_rounds))
     _ = stars | "SaveEdges" >> components.WriteEdges(fs.join(output_dir, WORK_DIR, "pass0"))
-    _write_outputs(p, docs_dir, output_dir, schema, stars, groups[META], errors, count)
+    _write_outputs(p, docs_dir, output_dir, schema, stars, groups[META], valid_rows, errors, count, processes)
 
 
 def graph(p: beam.Pipeline, args: argparse.Namespace) -> None:
@@ -527,13 +560,17 @@ def graph(p: beam.Pipeline, args: argparse.Namespace) -> None:
     extract stage's documents schema, which is what the input is when the stages run in sequence."""
     from webtext.pipeline.extract import DOCUMENTS_SCHEMA
 
-    build_pipeline(p, args.docs, args.output, config_from_args(args), DOCUMENTS_SCHEMA, BeamCounters(STAGE))
+    build_pipeline(p, args.docs, args.output, config_from_args(args), DOCUMENTS_SCHEMA, BeamCounters(STAGE),
+                   local_processes(args))
 
 
-def run_dedup(docs_dir: str, output_dir: str, cfg: DedupConfig, options_for_pass, quiet: bool = False) -> dict:
+def run_dedup(docs_dir: str, output_dir: str, cfg: DedupConfig, options_for_pass, quiet: bool = False,
+              processes: int = 1) -> dict:
     """Run the stage; `options_for_pass(i)` gives the PipelineOptions of each pipeline it runs (pass 0 is
-    the main one). Returns the stats written to `_stats.json`."""
+    the main one); `processes` local processes work on the documents' text. Returns the stats written to
+    `_stats.json`."""
     timer = Timer()
+    pool.prestart(processes, warm_up)
     schema = input_schema(docs_dir)
     missing = {"doc_id", "url", "text", "score"} - set(schema.names)
     if missing:
@@ -547,7 +584,7 @@ def run_dedup(docs_dir: str, output_dir: str, cfg: DedupConfig, options_for_pass
     count = BeamCounters(STAGE)
 
     with beam.Pipeline(options=options_for_pass(0)) as p:
-        build_pipeline(p, docs_dir, output_dir, cfg, schema, count)
+        build_pipeline(p, docs_dir, output_dir, cfg, schema, count, processes)
     counters = collect_counters(p.result, STAGE)
     passes = 1
     if counters.get(components.UNSETTLED, 0):
@@ -557,10 +594,11 @@ def run_dedup(docs_dir: str, output_dir: str, cfg: DedupConfig, options_for_pass
         for name in (DOCUMENTS, CLUSTERS, ERRORS):
             datasets.remove_dataset(output_dir, name)
         with beam.Pipeline(options=options_for_pass(passes)) as p:
-            errors, _, groups = _documents_and_meta(p, docs_dir, cfg, count, signatures=False)
+            errors, groups, valid_rows = _documents_and_meta(p, docs_dir, cfg, count, False, processes)
             stars = (p | "ReadEdges" >> datasets.ReadDataset(final_dir, components.EDGES)
                      | "AsEdges" >> beam.Map(lambda r: (r["child"], r["parent"])))
-            _write_outputs(p, docs_dir, output_dir, schema, stars, groups[META], errors, count)
+            _write_outputs(p, docs_dir, output_dir, schema, stars, groups[META], valid_rows, errors, count,
+                           processes)
         resolved = collect_counters(p.result, STAGE)
         counters = {**counters, **{k: v for k, v in resolved.items() if k != components.UNSETTLED}}
         counters[components.UNSETTLED] = 0
@@ -635,7 +673,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"webtext dedup: {e}", file=sys.stderr)
         return 2
     try:
-        run_dedup(args.docs, args.output, cfg, lambda i: pipeline_options(args, f"{STAGE}-{i}" if i else STAGE))
+        run_dedup(args.docs, args.output, cfg,
+                  lambda i: pipeline_options(args, f"{STAGE}-{i}" if i else STAGE),
+                  processes=local_processes(args))
     except (FileNotFoundError, ValueError) as e:  # no input dataset, or one without the needed columns
         print(f"webtext dedup: {e}", file=sys.stderr)
         return 2

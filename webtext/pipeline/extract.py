@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import sys
 from typing import Iterable, Iterator
 
@@ -23,6 +22,7 @@ import pyarrow as pa
 from apache_beam.transforms.window import GlobalWindows
 
 from webtext.pipeline import datasets, fs, progress, stats, urls, warc
+from webtext.pipeline.beam import local_processes, pipeline_options
 from webtext.pipeline.errors import ERRORS, ERRORS_SCHEMA, error_row, error_sort_key
 from webtext.pipeline.filters import FILTERS, MAX_WORDS, MIN_WORDS, FilterConfig, clean_document
 from webtext.pipeline.sandbox import (FAVOR, MAX_HTML_CHARS, MEMORY_MB, RECYCLE_AFTER, TIMEOUT_S,
@@ -434,17 +434,6 @@ def funnel(counters: dict) -> list[tuple[str, int]]:
     return rows
 
 
-def default_processes(args: argparse.Namespace) -> int:
-    """Extractor children per Beam worker: every local core in each local worker, one per harness elsewhere.
-    Local workers rarely get equal shares of the WARC spans (a small crawl has only a few), so a worker that
-    holds most of them must be able to use every core; when all are busy the OS shares the cores."""
-    from webtext.pipeline.beam import RUNNERS
-
-    if RUNNERS.get(args.runner.lower(), args.runner) != "DirectRunner":
-        return 1
-    return max(1, os.cpu_count() or 1)
-
-
 def _languages(value: str) -> frozenset[str]:
     return frozenset(x.strip().lower() for x in value.split(",") if x.strip())
 
@@ -458,8 +447,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     x.add_argument("--extract-timeout", type=float, default=TIMEOUT_S, metavar="SECONDS",
                    help=f"per-page deadline; the child is killed past it (default: {TIMEOUT_S:g})")
     x.add_argument("--extract-processes", type=int, default=0, metavar="N",
-                   help="extractor children per Beam worker; 0 = one per local core in every worker "
-                        "(direct runner), 1 elsewhere (default: 0)")
+                   help="extractor children per Beam worker; 0 = --workers on this machine (the runner itself "
+                        "runs in memory, in one process), 1 per SDK process elsewhere (default: 0)")
     x.add_argument("--recycle-after", type=int, default=RECYCLE_AFTER, metavar="PAGES",
                    help=f"replace a child after this many pages (default: {RECYCLE_AFTER})")
     x.add_argument("--extract-memory-mb", type=int, default=MEMORY_MB,
@@ -490,7 +479,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def configs_from_args(args: argparse.Namespace) -> tuple[SandboxConfig, FilterConfig]:
-    sandbox = SandboxConfig(processes=args.extract_processes or default_processes(args),
+    sandbox = SandboxConfig(processes=args.extract_processes or local_processes(args),
                             timeout_s=args.extract_timeout, recycle_after=args.recycle_after,
                             memory_mb=args.extract_memory_mb, max_html_chars=args.max_html_bytes,
                             settings=ExtractSettings(favor=args.favor, include_tables=not args.no_tables))
@@ -501,7 +490,6 @@ def configs_from_args(args: argparse.Namespace) -> tuple[SandboxConfig, FilterCo
 
 
 def main(args: argparse.Namespace) -> int:
-    from webtext.pipeline.beam import pipeline_options
 
     try:
         sandbox, filters = configs_from_args(args)
@@ -512,7 +500,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     with progress.Progress(STAGE, unit="pages"):
-        result = run(args.output, pipeline_options(args, STAGE), fetch_dir=args.fetch, warc_paths=warc_paths,
+        result = run(args.output, pipeline_options(args, STAGE), fetch_dir=args.fetch,
+                     warc_paths=warc_paths,
                      sandbox=sandbox, filters=filters, max_html_bytes=args.max_html_bytes,
                      rows_per_shard=args.rows_per_shard)
     counters = result["counters"]

@@ -11,6 +11,7 @@ or failed for good are kept, transient failures are tried again. Output: `log-*.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import math
 import posixpath
@@ -22,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from webtext.pipeline import datasets, fs, progress, stats
-from webtext.pipeline.beam import add_runner_arguments, pipeline_options
+from webtext.pipeline.beam import PoolMap, UnpackResults, add_runner_arguments, local_processes, pipeline_options
 from webtext.pipeline.crawler import (BACKOFF_S, CONCURRENCY, HOST_DELAY_S, MAX_CRAWL_DELAY_S, MAX_RETRY_AFTER_S,
                                       PER_HOST, RETRIES, WARC_DIR, WARC_GZIP_LEVEL, WARC_MAX_BYTES, CrawlConfig, GroupCrawler,
                                       WarcSink)
@@ -215,39 +216,36 @@ def warc_prefix(run: int, group: int) -> str:
     return f"webtext-r{run:04d}-g{group:05d}"
 
 
-class FetchHostGroups(beam.DoFn):
-    """Fetches one host group with a thread pool; its WARC files and its rows are committed together."""
+def fetch_group(task, config: CrawlConfig, output_dir: str, run: int,
+                link_filter: RedirectFilter) -> tuple[list, list, dict]:
+    """Fetch one host group with a thread pool: (log rows, no errors, counts). Its WARC files and its log
+    part are committed together (in a local process, see `beam.PoolMap`)."""
+    group, links = task
+    counts: collections.Counter = collections.Counter()
 
-    def __init__(self, config: CrawlConfig, output_dir: str, run: int, link_filter: RedirectFilter):
-        self.config, self.output_dir, self.run, self.link_filter = config, output_dir, run, link_filter
-        self.count = stats.BeamCounters(STAGE)
+    def count(name: str, n: int = 1) -> None:
+        counts[name] += n
 
-    def setup(self):
-        self.client = HttpClient(self.config.client)
-
-    def teardown(self):
-        self.client.close()
-
-    def process(self, element):
-        group, links = element
-        links = sorted(links, key=lambda r: (r["host"], r.get("key") or "", r["url"]))
-        prefix = warc_prefix(self.run, group)
-        sink = WarcSink(self.output_dir, prefix, self.config.warc_max_bytes, self.config.warc_gzip_level)
-        crawler = GroupCrawler(self.client, self.config, self.count, self.link_filter,
-                               seed=datasets.stable_hash((self.run, group)))
-        try:
-            rows = crawler.crawl(links, sink, self.run, on_progress=lambda n: progress.tick(STAGE, n))
-            sink.commit()
-        except BaseException:
-            sink.abort()
-            raise
-        rows.sort(key=log_sort_key)
-        # WARC files first, then the rows that point into them: a kill in between leaves unreferenced
-        # records, never rows pointing at nothing.
-        fs.write_atomic(fs.join(self.output_dir, PARTS_DIR, f"{prefix}.parquet"),
-                        datasets.table_bytes(rows, LOG_SCHEMA))
-        self.count("groups_done")
-        yield from rows
+    links = sorted(links, key=lambda r: (r["host"], r.get("key") or "", r["url"]))
+    prefix = warc_prefix(run, group)
+    sink = WarcSink(output_dir, prefix, config.warc_max_bytes, config.warc_gzip_level)
+    client = HttpClient(config.client)
+    crawler = GroupCrawler(client, config, count, link_filter, seed=datasets.stable_hash((run, group)))
+    try:
+        rows = crawler.crawl(links, sink, run, on_progress=lambda n: progress.tick(STAGE, n))
+        sink.commit()
+    except BaseException:
+        sink.abort()
+        raise
+    finally:
+        client.close()
+        progress.flush()
+    rows.sort(key=log_sort_key)
+    # WARC files first, then the rows that point into them: a kill in between leaves unreferenced
+    # records, never rows pointing at nothing.
+    fs.write_atomic(fs.join(output_dir, PARTS_DIR, f"{prefix}.parquet"), datasets.table_bytes(rows, LOG_SCHEMA))
+    counts["groups_done"] += 1
+    return rows, [], dict(counts)
 
 
 def _read_log_file(path: str):
@@ -258,7 +256,9 @@ def _read_log_file(path: str):
 
 
 def build_pipeline(p, links_dir: str, output_dir: str, previous_files: list[str], config: CrawlConfig,
-                   run: int, hosts_per_group: int = HOSTS_PER_GROUP, rows_per_shard: int = LOG_ROWS_PER_SHARD):
+                   run: int, hosts_per_group: int = HOSTS_PER_GROUP, rows_per_shard: int = LOG_ROWS_PER_SHARD,
+                   processes: int = 1):
+    """`processes`: local processes that fetch host groups side by side (each with its own threads)."""
     links = p | "ReadLinks" >> datasets.ReadDataset(links_dir, LINKS)
     checked = links | "CheckLinks" >> beam.ParDo(CheckLinks()).with_outputs("logged", "errors", main="ok")
     ident = lambda r: (r.get("key") or "", r["url"])  # noqa: E731
@@ -282,8 +282,10 @@ def build_pipeline(p, links_dir: str, output_dir: str, previous_files: list[str]
                | "KeyByHostGroup" >> beam.Map(lambda r, n: (group_of(r["host"], n), r),
                                               n=beam.pvalue.AsSingleton(num_groups))
                | "GroupByHostGroup" >> beam.GroupByKey()
-               | "Fetch" >> beam.ParDo(FetchHostGroups(config, output_dir, run,
-                                                       RedirectFilter.from_links_dir(links_dir))))
+               | "AsLists" >> beam.MapTuple(lambda group, links: (group, list(links)))
+               | "Fetch" >> PoolMap(fetch_group, processes, config, output_dir, run,
+                                    RedirectFilter.from_links_dir(links_dir))
+               | "Unpack" >> beam.ParDo(UnpackResults(stats.BeamCounters(STAGE))))
     _ = ((fetched, planned.logged, checked.logged)
          | "AllRows" >> beam.Flatten()
          | datasets.WriteDataset(fs.join(output_dir, STAGING_DIR), LOG, LOG_SCHEMA, log_sort_key, rows_per_shard))
@@ -347,7 +349,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--host-delay", type=float, default=HOST_DELAY_S,
                    help=f"seconds between two requests to one host (default: {HOST_DELAY_S:g})")
     g.add_argument("--concurrency", type=int, default=CONCURRENCY,
-                   help=f"fetch threads per worker (default: {CONCURRENCY})")
+                   help=f"fetch threads per host group (default: {CONCURRENCY})")
     g.add_argument("--user-agent", default=DEFAULT_USER_AGENT, help=f"(default: {DEFAULT_USER_AGENT})")
     g.add_argument("--no-robots", action="store_true", help="ignore robots.txt (default: obey it)")
     g.add_argument("--max-crawl-delay", type=float, default=MAX_CRAWL_DELAY_S,
@@ -425,7 +427,7 @@ def graph(p: beam.Pipeline, args: argparse.Namespace) -> None:
     """The stage's pipeline, built from its flags without touching any output (`webtext build --dry-run`):
     the graph of a first run, with no earlier log to resume from."""
     build_pipeline(p, args.links, args.output, [], config_from_args(args), 1, args.hosts_per_group,
-                   args.rows_per_shard)
+                   args.rows_per_shard, local_processes(args))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -452,7 +454,8 @@ def main(args: argparse.Namespace) -> int:
 
     with progress.Progress(STAGE, total=count_links(args.links), unit="links"):
         with beam.Pipeline(options=pipeline_options(args, STAGE)) as p:
-            build_pipeline(p, args.links, out, previous, config, run, args.hosts_per_group, args.rows_per_shard)
+            build_pipeline(p, args.links, out, previous, config, run, args.hosts_per_group, args.rows_per_shard,
+                           local_processes(args))
     result = p.result
     swap_in_log(out, previous)
     counters = stats.collect_counters(result, STAGE)

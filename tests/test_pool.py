@@ -1,0 +1,72 @@
+"""The local process pool that stages use for their heavy steps (real child processes)."""
+
+import os
+
+import pytest
+
+from webtext.pipeline import pool
+
+
+def square_and_pid(task, offset):
+    return task * task + offset, os.getpid()
+
+
+def warm(_task, marker):
+    os.environ["WEBTEXT_TEST_WARM"] = marker
+
+
+def fail_on_three(task):
+    if task == 3:
+        raise ValueError("three is bad")
+    return task
+
+
+def die_on_two(task):
+    if task == 2:
+        os._exit(9)
+    return task
+
+
+def test_tasks_run_in_child_processes_and_every_result_comes_back():
+    with pool.TaskPool(2) as tp:
+        results = []
+        for task in range(10):
+            results += tp.submit(square_and_pid, task, 1)
+        results += tp.drain()
+    assert sorted(r for r, _ in results) == [t * t + 1 for t in range(10)]
+    pids = {p for _, p in results}
+    assert os.getpid() not in pids and len(pids) == 2
+
+
+def test_one_process_runs_inline():
+    with pool.TaskPool(1) as tp:
+        assert tp.submit(square_and_pid, 3, 0) == [(9, os.getpid())]
+        assert tp.drain() == []
+
+
+def test_an_exception_in_a_task_stops_with_the_childs_traceback():
+    with pool.TaskPool(2) as tp:
+        with pytest.raises(pool.TaskError, match="three is bad"):
+            for task in range(6):
+                tp.submit(fail_on_three, task)
+            tp.drain()
+
+
+def test_a_child_that_dies_is_an_error_not_a_hang():
+    with pool.TaskPool(2) as tp:
+        with pytest.raises(pool.TaskError, match="died"):
+            for task in range(6):
+                tp.submit(die_on_two, task)
+            tp.drain()
+
+
+def test_children_are_reused_by_the_next_pool_and_prestarted_ones_warm_up():
+    pool.prestart(2, warm, "yes")
+    idle = {c.proc.pid for c in pool._IDLE}
+    assert len(idle) >= 2
+    for _ in range(2):
+        with pool.TaskPool(2) as tp:
+            results = tp.submit(square_and_pid, 1, 0) + tp.submit(square_and_pid, 2, 0)
+            results += tp.submit(square_and_pid, 3, 0) + tp.drain()
+        assert sorted(r for r, _ in results) == [1, 4, 9]   # warm-up answers never reach the results
+        assert {p for _, p in results} <= idle                # no new interpreter was started
