@@ -2,7 +2,7 @@
 ceiling (trafilatura over the same pages in a 2-process pool), in the same run.
 
 The web serves the real pages of ../shared/data/web/trafilatura-eval on 50 virtual hosts (plus planted
-duplicates under second URLs), with no added latency and host delay 0, so the build is measured, not the
+duplicates under second URLs) from its own process, with no added latency and host delay 0, so the build is measured, not the
 politeness. The goal: whole-build wall time <= 1.3x the ceiling, i.e. every stage but extraction is nearly
 free. Medians over --repeats; each build starts from an empty output root.
 
@@ -59,6 +59,15 @@ def _extract(body: bytes) -> str | None:
     return trafilatura.extract(body.decode("utf-8", errors="replace"), **SETTINGS)
 
 
+def _serve(pages: int, conn) -> None:
+    from support_webserver import LoopbackWeb
+
+    web = LoopbackWeb(pages=pages, bombs=False).start()
+    conn.send(web.port)
+    conn.recv()  # until the benchmark is done
+    web.close()
+
+
 def ceiling(bodies: list[bytes]) -> float:
     start = time.perf_counter()
     with multiprocessing.Pool(2) as pool:
@@ -72,7 +81,7 @@ def main() -> int:
     parser.add_argument("--pages", type=int, default=None, help="real pages served (default: all)")
     parser.add_argument("--duplicates", type=int, default=50, help="pages also served under a second URL")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2, help="Beam worker processes per stage")
+    parser.add_argument("--workers", type=int, default=2, help="local processes per stage (--workers)")
     parser.add_argument("--quick", action="store_true", help="200 pages, 1 repeat")
     args = parser.parse_args()
     if args.quick:
@@ -82,7 +91,14 @@ def main() -> int:
 
     n = args.pages or len(page_files())
     builds, ceilings, documents = [], [], None
-    with LoopbackWeb(pages=n, bombs=False) as web, tempfile.TemporaryDirectory() as tmp:
+    # The web is served from its own process, as the real web is elsewhere: its threads must not share
+    # this process's interpreter lock with the build (it still shares the cores).
+    web = LoopbackWeb(pages=n, bombs=False)
+    conn, child_conn = multiprocessing.Pipe()
+    server = multiprocessing.get_context("fork").Process(target=_serve, args=(n, child_conn), daemon=True)
+    server.start()
+    web.port = conn.recv()
+    with tempfile.TemporaryDirectory() as tmp:
         urls = [web.url(f"host{i % HOSTS}.test", web.page_path(i)) for i in range(n)]
         urls += [web.url(f"host{(i + 1) % HOSTS}.test", web.page_path(i)) for i in range(args.duplicates)]
         dump = Path(tmp) / "RS_bench.zst"
@@ -100,6 +116,8 @@ def main() -> int:
             stage_seconds = {s: e["seconds"] for s, e in report["stages"].items() if e["seconds"] is not None}
             print(f"repeat {r + 1}: build {builds[-1]:.1f}s, ceiling {ceilings[-1]:.1f}s; stages "
                   + ", ".join(f"{s} {v:.1f}s" for s, v in stage_seconds.items()), file=sys.stderr)
+    conn.send("stop")
+    server.join(5)
     b, c = statistics.median(builds), statistics.median(ceilings)
     pages = len(urls)
     print(f"pages: {pages:,} ({n:,} real + {args.duplicates} duplicates), documents kept: {documents:,}")

@@ -28,7 +28,7 @@ import time
 
 import orjson
 
-from webtext.pipeline import datasets, links, stats
+from webtext.pipeline import datasets, links, pool, stats
 from webtext.pipeline.beam import local_processes, pipeline_options
 from webtext.sample_dump import write_sample_dumps
 
@@ -73,8 +73,11 @@ def run_stage(paths: list[str], output_dir: str, workers: int) -> dict:
     args = argparse.Namespace(runner="direct", workers=workers, project=None, region=None, temp_location=None,
                               job_name=None, max_num_workers=None, machine_type=None, beam_option=[])
     # as `webtext links --workers N` runs: the runner in memory, the dumps read in N local processes
-    return links.run(paths, output_dir, links.LinkRules(), pipeline_options(args, "links"),
-                     processes=min(local_processes(args), len(paths)))["counters"]
+    try:
+        return links.run(paths, output_dir, links.LinkRules(), pipeline_options(args, "links"),
+                         processes=min(local_processes(args), len(paths)))["counters"]
+    finally:
+        pool.shutdown()  # reap the local processes, so their CPU time is counted with this run
 
 
 def _cpu() -> float:
