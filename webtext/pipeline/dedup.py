@@ -570,7 +570,9 @@ def run_dedup(docs_dir: str, output_dir: str, cfg: DedupConfig, options_for_pass
     the main one); `processes` local processes work on the documents' text. Returns the stats written to
     `_stats.json`."""
     timer = Timer()
-    pool.prestart(processes, warm_up)
+    tasks = sum(len(datasets.row_groups(path)) for path in datasets.shard_paths(docs_dir, DOCUMENTS))
+    if tasks > 1:  # a single row group runs inline: no process to start
+        pool.prestart(min(processes, tasks), warm_up)
     schema = input_schema(docs_dir)
     missing = {"doc_id", "url", "text", "score"} - set(schema.names)
     if missing:
@@ -603,6 +605,7 @@ def run_dedup(docs_dir: str, output_dir: str, cfg: DedupConfig, options_for_pass
         counters = {**counters, **{k: v for k, v in resolved.items() if k != components.UNSETTLED}}
         counters[components.UNSETTLED] = 0
         counters = dict(sorted(counters.items()))
+    fs.delete(fs.glob_or_empty(fs.join(work, "*", "*", "*")))  # runs left by a killed earlier run (gs://)
     fs.delete(fs.glob_or_empty(fs.join(work, "*", "*")))
     fs.delete(fs.glob_or_empty(fs.join(work, "*")))
     fs.delete(fs.glob_or_empty(work))
