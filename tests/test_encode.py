@@ -174,15 +174,47 @@ def test_encode_command_then_verify(corpus, tmp_path, capsys):
                      "--output", str(out), "--val-fraction", "1.5"]) == 2
 
 
-def test_choose_split_guarantees_a_val_document_only_when_asked():
+def test_val_rows_guarantee_a_val_document_only_when_asked():
     ids = [f"d{i}" for i in range(50)]
+    hashes = np.array([encode.split_hash(d) for d in ids], dtype=np.uint64)
+    doc_ids = pa.array(ids)
     first = min((encode.split_hash(d), d) for d in ids)
     tiny = encode.val_threshold(1e-9)
-    splits = [encode.choose_split(encode.split_hash(d), d, tiny, first, len(ids)) for d in ids]
-    assert splits.count("val") == 1
-    none = [encode.choose_split(encode.split_hash(d), d, 0, first, len(ids)) for d in ids]
-    assert none.count("val") == 0
-    assert encode.choose_split(first[0], first[1], tiny, first, 1) == "train"  # a lone document trains
+    val = encode.val_rows(hashes, doc_ids, tiny, first, len(ids))
+    assert val.sum() == 1 and ids[int(np.flatnonzero(val)[0])] == first[1]
+    assert encode.val_rows(hashes, doc_ids, 0, first, len(ids)).sum() == 0
+    lone = encode.val_rows(hashes[:1], doc_ids[:1], tiny, (int(hashes[0]), ids[0]), 1)
+    assert lone.sum() == 0  # a lone document trains
+    # A hash collision with another id does not pull that document into val.
+    collided = encode.val_rows(np.array([first[0], first[0]], np.uint64), pa.array([first[1], "other"]), tiny,
+                               first, 50)
+    assert collided.tolist() == [True, False]
+    half = encode.val_threshold(0.5)
+    assert encode.val_rows(hashes, doc_ids, half, first, len(ids)).tolist() == [
+        int(h) < half or d == first[1] for h, d in zip(hashes, ids)]
+
+
+def test_shard_order_sorts_by_key_then_id_then_content():
+    orders = np.array([5, 3, 5, 3, 9, 5], dtype=np.uint64)
+    ids = pa.array(["b", "x", "a", "x", "c", "a"])
+    digests = np.array([1, 7, 9, 2, 0, 4], dtype=np.uint64)
+    perm = encode.shard_order(orders, ids, digests)
+    expected = sorted(range(6), key=lambda k: (int(orders[k]), ids[k].as_py(), int(digests[k])))
+    assert perm.tolist() == expected == [3, 1, 5, 2, 0, 4]
+
+
+def test_text_batches_cover_every_row_once_in_order():
+    texts = ["a" * n for n in (0, 5, 30, 1, 1, 1, 100, 2)]
+    table = pa.table({"doc_id": [str(i) for i in range(len(texts))], "text": texts})
+    for batch_bytes in (1, 7, 40, 10**6):
+        batches = list(encode.text_batches(table, batch_bytes))
+        assert all(b.num_rows >= 1 for b in batches)
+        assert [d for b in batches for d in b.column("doc_id").to_pylist()] == table.column("doc_id").to_pylist()
+        # A batch closes as soon as it holds batch_bytes (texts + 1 per document), never before.
+        for b in batches[:-1]:
+            sizes = [len(t) + 1 for t in b.column("text").to_pylist()]
+            assert sum(sizes) >= batch_bytes > sum(sizes[:-1])
+    assert list(encode.text_batches(table.slice(0, 0), 10)) == []
 
 
 @pytest.mark.parametrize("sizes,shard_tokens", [

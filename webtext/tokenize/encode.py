@@ -20,6 +20,7 @@ from typing import NamedTuple
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from webtext.pipeline import datasets, fs, progress, stats
 from webtext.pipeline.beam import add_runner_arguments, pipeline_options
@@ -35,7 +36,8 @@ VAL_FRACTION = 0.0005           # nanoGPT's OpenWebText split
 SHARD_TOKENS = 100_000_000      # ~200 MB uint16 files: a few hundred shards for a WebText-sized corpus
 SEED = 1337                     # seed of the document permutation
 BATCH_BYTES = 4 << 20           # text handed to encode_batch at once: enough to keep every core busy
-ORDER_BUCKETS = 1 << 16         # resolution of the token histogram that places shard boundaries
+ORDER_BITS = 16                 # resolution of the token histogram that places shard boundaries ...
+ORDER_BUCKETS = 1 << ORDER_BITS  # ... in buckets of the permutation order
 RUNS_DIR = "_tmp-encode"        # encoded batches waiting to be gathered into shards; deleted at the end
 SPLIT_SALT = "webtext-split"    # the train/val split hashes this with the id, never the permutation seed
 # How tokens travel from encoding to shard writing. "files": run files beside the output, memory-mapped by the
@@ -65,24 +67,21 @@ def val_threshold(val_fraction: float) -> int:
     return int(val_fraction * MAX_HASH)
 
 
-def choose_split(h: int, doc_id: str, threshold: int, first: tuple[int, str] | None, documents: int) -> str:
-    """val when the id's hash falls below the threshold. When val_fraction > 0 and there are two or more
-    documents, the document with the smallest hash is val too, so a small corpus still gets a val split
-    (it is the one the threshold would admit first)."""
-    if h < threshold:
-        return "val"
-    if threshold > 0 and documents >= 2 and first is not None and (h, doc_id) == tuple(first):
-        return "val"
-    return "train"
+def val_rows(hashes: np.ndarray, doc_ids: pa.Array, threshold: int, first: tuple[int, str] | None,
+             documents: int) -> np.ndarray:
+    """Which documents are val: those whose id hash falls below the threshold. When val_fraction > 0 and
+    there are two or more documents, the document with the smallest (hash, id) is val too, so a small corpus
+    still gets a val split (it is the one the threshold would admit first)."""
+    val = hashes < np.uint64(threshold)
+    if threshold > 0 and documents >= 2 and first is not None:
+        for i in np.flatnonzero(hashes == np.uint64(first[0])).tolist():
+            val[i] |= doc_ids[i].as_py() == first[1]
+    return val
 
 
-def smallest(keys):
-    """min of the (split hash, doc_id) keys; None for none (partial results of empty bundles are None too)."""
-    return min((k for k in keys if k is not None), default=None)
-
-
-def bucket_of(key: int) -> int:
-    return key * ORDER_BUCKETS >> 64
+def buckets_of(orders: np.ndarray) -> np.ndarray:
+    """Order bucket of each permutation key (its top ORDER_BITS bits)."""
+    return (orders >> np.uint64(64 - ORDER_BITS)).astype(np.int64)
 
 
 def shard_plan(histogram: np.ndarray, shard_tokens: int) -> tuple[np.ndarray, int]:
@@ -99,17 +98,46 @@ def shard_plan(histogram: np.ndarray, shard_tokens: int) -> tuple[np.ndarray, in
     return np.searchsorted(used, raw, side="left").clip(0, len(used) - 1).astype(np.int64), len(used)
 
 
-class Entry(NamedTuple):
-    """One encoded document on its way to a shard: where its tokens wait (row `row` of run file `run`), or,
-    when the shuffle carries them, the tokens themselves (`data`)."""
-    doc_id: str
-    split_hash: int
-    order: int
-    digest: bytes
-    tokens: int
-    run: str
-    row: int
-    data: bytes | None = None
+def shard_order(orders: np.ndarray, doc_ids: pa.Array, digests: np.ndarray) -> np.ndarray:
+    """The permutation that sorts a shard's documents by (order key, doc_id, token digest): the order key
+    alone almost always decides; equal keys (a repeated id, or a 64-bit collision) fall back to the id and
+    then the content, so the result never depends on arrival order."""
+    perm = np.lexsort((digests, orders))
+    ordered = orders[perm]
+    ties = np.flatnonzero(ordered[1:] == ordered[:-1])
+    if len(ties) == 0:
+        return perm
+    # Maximal ranges of equal keys, re-sorted by (doc_id, digest).
+    starts = ties[np.r_[True, np.diff(ties) > 1]]
+    ends = ties[np.r_[np.diff(ties) > 1, True]] + 2
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        group = perm[a:b].tolist()
+        perm[a:b] = sorted(group, key=lambda k: (doc_ids[k].as_py(), int(digests[k])))
+    return perm
+
+
+class Run(NamedTuple):
+    """One encoded batch of documents, as arrays in the batch's order. Its tokens wait in run file `path`
+    (shard format, row i = document i), or, when the shuffle carries them, are `tokens` (flat, each document
+    ending with eot). Per document only ~32 bytes of numbers and the id travel, not a Beam element."""
+    path: str
+    doc_ids: pa.Array        # string
+    split_hash: np.ndarray   # uint64
+    order: np.ndarray        # uint64
+    digest: np.ndarray       # uint64: 8-byte blake2b of the tokens, big-endian (compares as the bytes do)
+    lengths: np.ndarray      # int64: tokens, eot included
+    tokens: np.ndarray | None = None
+
+
+class Piece(NamedTuple):
+    """The documents of one run that belong to one shard: rows `rows` of run file `path`, or their tokens."""
+    path: str
+    rows: np.ndarray         # int64, into the run
+    doc_ids: pa.Array
+    order: np.ndarray
+    digest: np.ndarray
+    lengths: np.ndarray
+    tokens: np.ndarray | None = None
 
 
 @dataclass
@@ -127,6 +155,8 @@ class EncodeConfig:
             raise ValueError(f"--val-fraction {self.val_fraction} must be in [0, 1)")
         if not 0 < self.shard_tokens <= shards.MAX_SHARD_TOKENS:
             raise ValueError(f"--shard-tokens {self.shard_tokens} must be in 1..{shards.MAX_SHARD_TOKENS}")
+        if self.batch_bytes < 1:
+            raise ValueError(f"--batch-bytes {self.batch_bytes} must be at least 1")
 
 
 def check_row(row: dict, count) -> dict | None:
@@ -141,16 +171,50 @@ def check_row(row: dict, count) -> dict | None:
     return None
 
 
-class EncodeBatches(beam.DoFn):
-    """A batch of documents -> one run file (shard format) of their ids + eot, and an Entry per document.
+def split_errors(table: pa.Table, count) -> tuple[pa.Table, list[dict]]:
+    """(the rows that can be encoded, error rows for the others). Arrow finds the suspects; `check_row`
+    explains each one."""
+    doc_id, text = table.column("doc_id"), table.column("text")
+    suspect = pc.or_(pc.or_(pc.is_null(doc_id), pc.equal(pc.binary_length(doc_id), 0)), pc.is_null(text))
+    suspect = pc.fill_null(suspect, True)
+    if not pc.any(suspect).as_py():
+        return table, []
+    errors = [e for e in map(lambda r: check_row(r, count), table.filter(suspect).to_pylist()) if e is not None]
+    return table.filter(pc.invert(suspect)), errors
 
-    encode_batch releases the GIL, so it runs in a helper thread: while batch k+1 is encoded, this thread
-    turns batch k into arrays, writes its run file and emits its entries, and Beam reads the next rows."""
 
-    def __init__(self, tokenizer_path: str, runs_dir: str | None, seed: int):
+def text_batches(table: pa.Table, batch_bytes: int):
+    """Consecutive slices of the table holding about `batch_bytes` of text each (at least one row)."""
+    if table.num_rows == 0:
+        return
+    sizes = pc.binary_length(table.column("text")).to_numpy(zero_copy_only=False).astype(np.int64) + 1
+    ends = np.cumsum(sizes)
+    start, done = 0, 0
+    while start < table.num_rows:
+        stop = max(start + 1, int(np.searchsorted(ends, done + batch_bytes, side="left")) + 1)
+        stop = min(stop, table.num_rows)
+        yield table.slice(start, stop - start)
+        done = int(ends[stop - 1])
+        start = stop
+
+
+def _hashes(fn, values: list) -> np.ndarray:
+    return np.fromiter((fn(v) for v in values), dtype=np.uint64, count=len(values))
+
+
+class EncodeRowGroups(beam.DoFn):
+    """A Parquet row group of documents -> a Run per ~batch_bytes of text (its run file written, unless the
+    shuffle carries the tokens), and an error row per document that cannot be encoded.
+
+    Documents stay Arrow until encode_batch needs their text as str. encode_batch releases the GIL, so it
+    runs in a helper thread: while batch k+1 is encoded, this thread turns batch k into arrays and writes
+    its run file."""
+
+    def __init__(self, tokenizer_path: str, runs_dir: str | None, seed: int, batch_bytes: int):
         # The path, not the tokenizer: a GPT-2 vocabulary is megabytes that Beam would pickle and compress
         # again for every bundle.
         self.tokenizer_path, self.runs_dir, self.seed = tokenizer_path, runs_dir, seed
+        self.batch_bytes = batch_bytes
         self.count = stats.BeamCounters(STAGE)
 
     def setup(self):
@@ -167,22 +231,18 @@ class EncodeBatches(beam.DoFn):
     def start_bundle(self):
         self.pending = None
 
-    def process(self, batch):
-        good = []
-        for row in batch:
-            self.count("documents_in")
-            error = check_row(row, self.count)
-            if error is not None:
-                yield beam.pvalue.TaggedOutput(ERRORS, error)
-            else:
-                good.append(row)
-        progress.tick(STAGE, len(batch))
-        if not good:
-            return
-        future = self.encoder.submit(bpe.encode_texts, self.tok, [r["text"] for r in good], self.dtype)
-        previous, self.pending = self.pending, (good, future)
-        if previous is not None:
-            yield from self.entries(*previous)
+    def process(self, task):
+        table = datasets.read_row_group(task, ["doc_id", "text"])
+        self.count("documents_in", table.num_rows)
+        progress.tick(STAGE, table.num_rows)
+        good, errors = split_errors(table, self.count)
+        for error in errors:
+            yield beam.pvalue.TaggedOutput(ERRORS, error)
+        for batch in text_batches(good, self.batch_bytes):
+            future = self.encoder.submit(bpe.encode_texts, self.tok, batch.column("text").to_pylist(), self.dtype)
+            previous, self.pending = self.pending, (batch, future)
+            if previous is not None:
+                yield self.run_of(*previous)
 
     def finish_bundle(self):
         from apache_beam.transforms.window import GlobalWindow
@@ -190,54 +250,76 @@ class EncodeBatches(beam.DoFn):
 
         if self.pending is not None:
             pending, self.pending = self.pending, None
-            for entry in self.entries(*pending):
-                yield WindowedValue(entry, GlobalWindow().max_timestamp(), [GlobalWindow()])
+            yield WindowedValue(self.run_of(*pending), GlobalWindow().max_timestamp(), [GlobalWindow()])
 
-    def entries(self, good: list[dict], future):
-        ids = [r["doc_id"] for r in good]
-        np_dtype = np.dtype(self.dtype)
+    def run_of(self, batch: pa.Table, future) -> Run:
         encoded = future.result()
+        doc_ids = batch.column("doc_id").combine_chunks()
+        ids = doc_ids.to_pylist()
         lengths = np.fromiter((len(t) + 1 for t in encoded), dtype=np.int64, count=len(encoded))
         offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        flat = np.empty(int(offsets[-1]), dtype=np_dtype)
-        for t, start, end in zip(encoded, offsets[:-1], offsets[1:]):
-            flat[start:end - 1] = t
-            flat[end - 1] = self.eot
-        run = ""
+        eot = np.array([self.eot], dtype=np.dtype(self.dtype))
+        flat = np.concatenate([part for t in encoded for part in (t, eot)])
+        path = ""
         if self.runs_dir is not None:
-            # A retried bundle writes a new run file; only the committed attempt's entries point at one.
-            run = fs.join(self.runs_dir, f"run-{uuid.uuid4().hex}.arrow")
-            fs.write_atomic(run, memoryview(shards.shard_buffer(ids, flat, offsets, self.dtype)))
-        self.count("documents", len(good))
+            # A retried bundle writes a new run file; only the committed attempt's Run points at one.
+            path = fs.join(self.runs_dir, f"run-{uuid.uuid4().hex}.arrow")
+            fs.write_atomic(path, memoryview(shards.shard_buffer(doc_ids, flat, offsets, self.dtype)))
+        view = memoryview(flat).cast("B")
+        size = flat.itemsize
+        digests = np.fromiter(
+            (int.from_bytes(hashlib.blake2b(view[a * size:b * size], digest_size=8).digest(), "big")
+             for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())), dtype=np.uint64, count=len(ids))
+        self.count("documents", len(ids))
         self.count("tokens", int(offsets[-1]))
-        self.count("text_chars", sum(len(r["text"]) for r in good))
-        for i, doc_id in enumerate(ids):
-            view = flat[offsets[i]:offsets[i + 1]]
-            digest = hashlib.blake2b(memoryview(view), digest_size=8).digest()
-            yield Entry(doc_id, split_hash(doc_id), order_key(self.seed, doc_id), digest,
-                        int(lengths[i]), run, i, None if run else view.tobytes())
+        self.count("text_chars", pc.sum(pc.utf8_length(batch.column("text"))).as_py() or 0)
+        return Run(path, doc_ids, _hashes(split_hash, ids), _hashes(lambda d: order_key(self.seed, d), ids),
+                   digests, lengths, None if path else flat)
 
 
-class TokenHistogram(beam.CombineFn):
-    """Tokens per (split, order bucket): the only global view the shard boundaries need."""
+class Totals(beam.CombineFn):
+    """Over every Run: tokens per (split by hash alone, order bucket), the document count, and the smallest
+    (split hash, doc_id) with its bucket and tokens (the document a small corpus moves into val)."""
+
+    def __init__(self, threshold: int):
+        self.threshold = threshold
 
     def create_accumulator(self):
-        return {}
+        return {"hist": {}, "documents": 0, "first": None}
 
-    def add_input(self, acc, element):
-        split, entry = element
-        h = acc.get(split)
-        if h is None:
-            h = acc[split] = np.zeros(ORDER_BUCKETS, dtype=np.int64)
-        h[bucket_of(entry.order)] += entry.tokens
+    def add_input(self, acc, run: Run):
+        if len(run.lengths) == 0:
+            return acc
+        buckets = buckets_of(run.order)
+        val = run.split_hash < np.uint64(self.threshold)
+        for split, mask in (("val", val), ("train", ~val)):
+            if mask.any():
+                h = np.bincount(buckets[mask], weights=run.lengths[mask], minlength=ORDER_BUCKETS)
+                acc["hist"][split] = acc["hist"].get(split, 0) + h.astype(np.int64)
+        acc["documents"] += len(run.lengths)
+        low = np.flatnonzero(run.split_hash == run.split_hash.min()).tolist()
+        first_id = min(run.doc_ids[i].as_py() for i in low)
+        same = [i for i in low if run.doc_ids[i].as_py() == first_id]
+        mine = (int(run.split_hash[low[0]]), first_id, int(buckets[same[0]]), int(run.lengths[same].sum()))
+        acc["first"] = self._min_first(acc["first"], mine)
         return acc
 
+    @staticmethod
+    def _min_first(a, b):
+        if a is None or b is None:
+            return a or b
+        if a[:2] == b[:2]:
+            return (*a[:3], a[3] + b[3])  # a repeated id: all its copies go together
+        return min(a, b)
+
     def merge_accumulators(self, accs):
-        out = {}
+        out = self.create_accumulator()
         for acc in accs:
-            for split, h in acc.items():
-                out[split] = out[split] + h if split in out else h.copy()
+            for split, h in acc["hist"].items():
+                out["hist"][split] = out["hist"].get(split, 0) + h
+            out["documents"] += acc["documents"]
+            out["first"] = self._min_first(out["first"], acc["first"])
         return out
 
     def extract_output(self, acc):
@@ -250,12 +332,43 @@ def tokens_via(config: EncodeConfig, output_dir: str) -> str:
     return "shuffle" if fs.is_remote(output_dir) else "files"
 
 
-def plan_shards(histograms: dict, shard_tokens: int) -> dict:
-    """{split: (bucket -> shard index, shard count)} for every split (an empty split gets one empty shard)."""
-    out = {}
-    for split in shards.SPLITS:
-        h = histograms.get(split, np.zeros(ORDER_BUCKETS, dtype=np.int64))
-        out[split] = shard_plan(h, shard_tokens)
+def plan_shards(totals: dict, shard_tokens: int, threshold: int) -> dict:
+    """{"shards": {split: (bucket -> shard index, shard count)}, "first": the (split hash, doc_id) that goes
+    to val whatever the threshold, or None, "documents": n}. An empty split gets one empty shard."""
+    hist = {split: np.array(totals["hist"].get(split, np.zeros(ORDER_BUCKETS, dtype=np.int64)), dtype=np.int64)
+            for split in shards.SPLITS}
+    first = totals["first"]
+    documents = totals["documents"]
+    if first is not None and first[0] >= threshold and threshold > 0 and documents >= 2:
+        h, _, bucket, tokens = first
+        hist["train"][bucket] -= tokens
+        hist["val"][bucket] += tokens
+    return {"shards": {split: shard_plan(hist[split], shard_tokens) for split in shards.SPLITS},
+            "first": None if first is None else first[:2], "documents": documents}
+
+
+def route(run: Run, plan: dict, threshold: int) -> list:
+    """A Run -> ((split, shard index), Piece) for every shard it has documents for."""
+    if len(run.lengths) == 0:
+        return []
+    val = val_rows(run.split_hash, run.doc_ids, threshold, plan["first"], plan["documents"])
+    buckets = buckets_of(run.order)
+    out = []
+    offsets = None
+    if run.tokens is not None:
+        offsets = np.zeros(len(run.lengths) + 1, dtype=np.int64)
+        np.cumsum(run.lengths, out=offsets[1:])
+    for split, mask in (("train", ~val), ("val", val)):
+        if not mask.any():
+            continue
+        index = plan["shards"][split][0][buckets]
+        for shard in np.unique(index[mask]).tolist():
+            rows = np.flatnonzero(mask & (index == shard))
+            tokens = None
+            if offsets is not None:
+                tokens = np.concatenate([run.tokens[offsets[r]:offsets[r + 1]] for r in rows.tolist()])
+            out.append(((split, shard), Piece(run.path, rows, run.doc_ids.take(pa.array(rows)), run.order[rows],
+                                              run.digest[rows], run.lengths[rows], tokens)))
     return out
 
 
@@ -300,30 +413,46 @@ class RunReader:
 
 
 class WriteShard(beam.DoFn):
-    """(split, index) and its entries -> the shard file, in permutation order; yields its manifest entry."""
+    """(split, index) and its Pieces -> the shard file, in permutation order; yields its manifest entry."""
 
     def __init__(self, output_dir: str, dtype: str):
         self.output_dir, self.dtype = output_dir, dtype
 
     def process(self, element, plan):
-        (split, index), entries = element
-        entries = sorted((e for e in entries if e is not None), key=lambda e: (e.order, e.doc_id, e.digest))
+        (split, index), pieces = element
+        pieces = [p for p in pieces if p is not None]
+        np_dtype = np.dtype(self.dtype)
+        if pieces:
+            doc_ids = pa.concat_arrays([p.doc_ids for p in pieces])
+            lengths = np.concatenate([p.lengths for p in pieces])
+            perm = shard_order(np.concatenate([p.order for p in pieces]), doc_ids,
+                               np.concatenate([p.digest for p in pieces]))
+        else:
+            doc_ids, lengths, perm = pa.array([], pa.string()), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        offsets = np.zeros(len(perm) + 1, dtype=np.int64)
+        np.cumsum(lengths[perm], out=offsets[1:])
+        flat = np.empty(int(offsets[-1]), dtype=np_dtype)
+        # Where each document (in arrival order) comes from: piece, row in its run, start in its tokens.
+        piece_of = np.repeat(np.arange(len(pieces)), [len(p.rows) for p in pieces]).tolist()
+        rows = np.concatenate([p.rows for p in pieces]).tolist() if pieces else []
+        starts = (np.cumsum(lengths) - lengths).tolist()
+        firsts = np.cumsum([0] + [len(p.rows) for p in pieces]).tolist()
+        piece_start = [starts[f] if f < len(starts) else 0 for f in firsts[:-1]]
         reader = RunReader()
-        offsets = np.zeros(len(entries) + 1, dtype=np.int64)
-        np.cumsum([e.tokens for e in entries], out=offsets[1:])
-        flat = np.empty(int(offsets[-1]), dtype=np.dtype(self.dtype))
         try:
-            for e, start, end in zip(entries, offsets[:-1], offsets[1:]):
-                if e.data is None:
-                    reader.read_into(e.run, e.row, flat[start:end])
+            for k, a, b in zip(perm.tolist(), offsets[:-1].tolist(), offsets[1:].tolist()):
+                p = pieces[piece_of[k]]
+                if p.tokens is None:
+                    reader.read_into(p.path, rows[k], flat[a:b])
                 else:
-                    flat[start:end] = np.frombuffer(e.data, dtype=flat.dtype)
+                    s = starts[k] - piece_start[piece_of[k]]
+                    flat[a:b] = p.tokens[s:s + b - a]
         finally:
             reader.close()
-        data = shards.shard_buffer([e.doc_id for e in entries], flat, offsets, self.dtype)
-        name = shards.shard_name(split, index, plan[split][1])
+        data = shards.shard_buffer(doc_ids.take(pa.array(perm, pa.int64())), flat, offsets, self.dtype)
+        name = shards.shard_name(split, index, plan["shards"][split][1])
         fs.write_atomic(fs.join(self.output_dir, name), memoryview(data))  # no copy of a ~200 MB buffer
-        yield split, {"path": name, "tokens": int(offsets[-1]), "documents": len(entries),
+        yield split, {"path": name, "tokens": int(offsets[-1]), "documents": len(perm),
                       "bytes": data.size, "sha256": hashlib.sha256(memoryview(data)).hexdigest()}
 
 
@@ -350,43 +479,45 @@ def build_manifest(entries: list, tokenizer: dict, dtype: str, config: dict, ups
 
 
 class EncodeShards(beam.PTransform):
-    """documents -> shard files under output_dir; returns the manifest entries and the error rows."""
+    """documents dataset -> shard files under output_dir; returns the manifest entries and the error rows."""
 
-    def __init__(self, output_dir: str, tokenizer_path: str, dtype: str, config: EncodeConfig):
+    def __init__(self, docs_dir: str, output_dir: str, tokenizer_path: str, dtype: str, config: EncodeConfig):
         super().__init__()
-        self.output_dir, self.tokenizer_path, self.dtype, self.config = output_dir, tokenizer_path, dtype, config
+        self.docs_dir, self.output_dir, self.tokenizer_path = docs_dir, output_dir, tokenizer_path
+        self.dtype, self.config = dtype, config
 
-    def expand(self, docs):
+    def expand(self, pbegin):
         cfg = self.config
         runs_dir = fs.join(self.output_dir, RUNS_DIR) if tokens_via(cfg, self.output_dir) == "files" else None
-        encoded = (docs
-                   | "Batch" >> beam.BatchElements(
-                       min_batch_size=cfg.batch_bytes, max_batch_size=cfg.batch_bytes,
-                       element_size_fn=lambda r: len(r.get("text") or "") + 1)
-                   | "Encode" >> beam.ParDo(EncodeBatches(self.tokenizer_path, runs_dir, cfg.seed))
-                   .with_outputs(ERRORS, main="entries"))
-        entries = encoded.entries
-        first = beam.pvalue.AsSingleton(
-            entries
-            | "SplitKeys" >> beam.Map(lambda e: (e.split_hash, e.doc_id))
-            | "First" >> beam.CombineGlobally(smallest))
-        documents = beam.pvalue.AsSingleton(entries | "CountDocs" >> beam.combiners.Count.Globally())
         threshold = val_threshold(cfg.val_fraction)
-        with_split = entries | "Split" >> beam.Map(
-            lambda e, first, n: (choose_split(e.split_hash, e.doc_id, threshold, first, n), e), first, documents)
-        plan = (with_split
-                | "Histogram" >> beam.CombineGlobally(TokenHistogram())
-                | "Plan" >> beam.Map(plan_shards, cfg.shard_tokens))
+        # Row groups, not rows, are the elements: a document never becomes a Beam element of its own.
+        encoded = (pbegin
+                   | "Dir" >> beam.Create([self.docs_dir])
+                   | "Paths" >> beam.FlatMap(existing_documents)
+                   | "RowGroups" >> beam.FlatMap(datasets.row_groups)
+                   | "Reshuffle" >> beam.Reshuffle()
+                   | "Encode" >> beam.ParDo(EncodeRowGroups(self.tokenizer_path, runs_dir, cfg.seed,
+                                                            cfg.batch_bytes)).with_outputs(ERRORS, main="runs"))
+        runs = encoded.runs
+        plan = (runs
+                | "Totals" >> beam.CombineGlobally(Totals(threshold))
+                | "Plan" >> beam.Map(plan_shards, cfg.shard_tokens, threshold))
         plan_side = beam.pvalue.AsSingleton(plan)
-        keyed = with_split | "KeyByShard" >> beam.Map(
-            lambda se, p: ((se[0], int(p[se[0]][0][bucket_of(se[1].order)])), se[1]), plan_side)
+        pieces = runs | "Route" >> beam.FlatMap(route, plan_side, threshold)
         every_shard = plan | "EveryShard" >> beam.FlatMap(
-            lambda p: [((split, i), None) for split, (_, n) in sorted(p.items()) for i in range(n)])
-        written = ((keyed, every_shard)
+            lambda p: [((split, i), None) for split, (_, n) in sorted(p["shards"].items()) for i in range(n)])
+        written = ((pieces, every_shard)
                    | "FlattenShards" >> beam.Flatten()
                    | "GroupByShard" >> beam.GroupByKey()
                    | "WriteShards" >> beam.ParDo(WriteShard(self.output_dir, self.dtype), plan=plan_side))
         return written, encoded[ERRORS]
+
+
+def existing_documents(docs_dir: str) -> list[str]:
+    paths = datasets.shard_paths(docs_dir, DOCUMENTS)
+    if not paths:
+        raise FileNotFoundError(f"{docs_dir}: no dataset {DOCUMENTS!r} (run `webtext extract` or `webtext dedup`)")
+    return paths
 
 
 def remove_outputs(output_dir: str) -> None:
@@ -405,8 +536,7 @@ def tokenizer_source(path: str) -> str:
 
 def build_pipeline(pipeline: beam.Pipeline, docs_dir: str, output_dir: str, tokenizer_path: str, dtype: str,
                    config: EncodeConfig, write_manifest) -> None:
-    docs = pipeline | datasets.ReadDataset(docs_dir, DOCUMENTS, columns=["doc_id", "text"])
-    written, errors = docs | EncodeShards(output_dir, tokenizer_path, dtype, config)
+    written, errors = pipeline | EncodeShards(docs_dir, output_dir, tokenizer_path, dtype, config)
     (written
      | "AllShards" >> beam.combiners.ToList()
      | "Manifest" >> beam.Map(write_manifest))

@@ -62,9 +62,9 @@ def shard_bytes(doc_ids: list[str], tokens: list[np.ndarray], dtype: str) -> byt
     return shard_buffer(doc_ids, flat, offsets, dtype).to_pybytes()
 
 
-def shard_buffer(doc_ids: list[str], flat: np.ndarray, offsets: np.ndarray, dtype: str) -> pa.Buffer:
-    """One shard file's bytes (as an Arrow buffer, no extra copy) from the flat token buffer and the
-    document offsets (len(doc_ids) + 1 of them, starting at 0). One record batch, so readers get one
+def shard_buffer(doc_ids: list[str] | pa.Array, flat: np.ndarray, offsets: np.ndarray, dtype: str) -> pa.Buffer:
+    """One shard file's bytes (as an Arrow buffer, no extra copy) from the ids (a list or an Arrow string
+    array), the flat token buffer and the document offsets (len(doc_ids) + 1 of them, starting at 0). One record batch, so readers get one
     contiguous token buffer. The same input always gives the same bytes."""
     if len(offsets) != len(doc_ids) + 1 or (len(offsets) and offsets[0] != 0) or offsets[-1] != len(flat):
         raise ValueError("offsets must start at 0, end at the token count and have one more entry than doc_ids")
@@ -73,7 +73,8 @@ def shard_buffer(doc_ids: list[str], flat: np.ndarray, offsets: np.ndarray, dtyp
                          f"{MAX_SHARD_TOKENS:,}); use smaller --shard-tokens")
     values = pa.array(np.ascontiguousarray(flat, dtype=np.dtype(dtype)), arrow_type(dtype))
     column = pa.ListArray.from_arrays(pa.array(np.asarray(offsets, dtype=np.int32), pa.int32()), values)
-    table = pa.table({"doc_id": pa.array(doc_ids, pa.string()), "tokens": column}, schema=schema(dtype))
+    ids = doc_ids if isinstance(doc_ids, pa.Array) else pa.array(doc_ids, pa.string())
+    table = pa.table({"doc_id": ids, "tokens": column}, schema=schema(dtype))
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=max(1, len(doc_ids)))
