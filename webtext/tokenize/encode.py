@@ -35,7 +35,7 @@ DOCUMENTS = "documents"
 VAL_FRACTION = 0.0005           # nanoGPT's OpenWebText split
 SHARD_TOKENS = 100_000_000      # ~200 MB uint16 files: a few hundred shards for a WebText-sized corpus
 SEED = 1337                     # seed of the document permutation
-BATCH_BYTES = 4 << 20           # text handed to encode_batch at once: enough to keep every core busy
+BATCH_BYTES = 1 << 20           # text handed to encode_batch at once: enough to keep every core busy
 ORDER_BITS = 16                 # resolution of the token histogram that places shard boundaries ...
 ORDER_BUCKETS = 1 << ORDER_BITS  # ... in buckets of the permutation order
 RUNS_DIR = "_tmp-encode"        # encoded batches waiting to be gathered into shards; deleted at the end
@@ -231,6 +231,14 @@ class EncodeRowGroups(beam.DoFn):
     def start_bundle(self):
         self.pending = None
 
+    def encode(self, texts: list[str]) -> list[np.ndarray]:
+        encoded = bpe.encode_texts(self.tok, texts, self.dtype)
+        # The tokenizer's Encoding objects (tens of bytes per token, allocated by its threads) are freed by
+        # now, but malloc keeps the pages: without handing them back, resident memory creeps up batch by
+        # batch instead of staying at one batch's worth.
+        release_free_memory()
+        return encoded
+
     def process(self, task):
         table = datasets.read_row_group(task, ["doc_id", "text"])
         self.count("documents_in", table.num_rows)
@@ -239,8 +247,12 @@ class EncodeRowGroups(beam.DoFn):
         for error in errors:
             yield beam.pvalue.TaggedOutput(ERRORS, error)
         for batch in text_batches(good, self.batch_bytes):
-            future = self.encoder.submit(bpe.encode_texts, self.tok, batch.column("text").to_pylist(), self.dtype)
-            previous, self.pending = self.pending, (batch, future)
+            texts = batch.column("text")
+            future = self.encoder.submit(self.encode, texts.to_pylist())
+            # Only the ids wait with the encoding (not the batch, whose text would keep the whole row group
+            # alive while the next one is read).
+            chars = pc.sum(pc.utf8_length(texts)).as_py() or 0
+            previous, self.pending = self.pending, (batch.column("doc_id").combine_chunks(), chars, future)
             if previous is not None:
                 yield self.run_of(*previous)
 
@@ -252,9 +264,8 @@ class EncodeRowGroups(beam.DoFn):
             pending, self.pending = self.pending, None
             yield WindowedValue(self.run_of(*pending), GlobalWindow().max_timestamp(), [GlobalWindow()])
 
-    def run_of(self, batch: pa.Table, future) -> Run:
+    def run_of(self, doc_ids: pa.Array, chars: int, future) -> Run:
         encoded = future.result()
-        doc_ids = batch.column("doc_id").combine_chunks()
         ids = doc_ids.to_pylist()
         lengths = np.fromiter((len(t) + 1 for t in encoded), dtype=np.int64, count=len(encoded))
         offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
@@ -273,9 +284,32 @@ class EncodeRowGroups(beam.DoFn):
              for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())), dtype=np.uint64, count=len(ids))
         self.count("documents", len(ids))
         self.count("tokens", int(offsets[-1]))
-        self.count("text_chars", pc.sum(pc.utf8_length(batch.column("text"))).as_py() or 0)
+        self.count("text_chars", chars)
         return Run(path, doc_ids, _hashes(split_hash, ids), _hashes(lambda d: order_key(self.seed, d), ids),
                    digests, lengths, None if path else flat)
+
+
+def _malloc_trim():
+    import ctypes
+    import ctypes.util
+
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        return lambda: None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return lambda: trim(0)
+
+
+_TRIM = None
+
+
+def release_free_memory() -> None:
+    """Give the pages malloc holds free back to the system (glibc's malloc_trim; a no-op elsewhere)."""
+    global _TRIM
+    if _TRIM is None:
+        _TRIM = _malloc_trim()
+    _TRIM()
 
 
 class Totals(beam.CombineFn):
