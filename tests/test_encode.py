@@ -204,17 +204,18 @@ def test_shard_order_sorts_by_key_then_id_then_content():
 
 
 def test_text_batches_cover_every_row_once_in_order():
-    texts = ["a" * n for n in (0, 5, 30, 1, 1, 1, 100, 2)]
+    texts = ["a" * n for n in (0, 5, 30, 1, 1, 1, 100, 2, 7, 7)]
     table = pa.table({"doc_id": [str(i) for i in range(len(texts))], "text": texts})
-    for batch_bytes in (1, 7, 40, 10**6):
-        batches = list(encode.text_batches(table, batch_bytes))
-        assert all(b.num_rows >= 1 for b in batches)
-        assert [d for b in batches for d in b.column("doc_id").to_pylist()] == table.column("doc_id").to_pylist()
-        # A batch closes as soon as it holds batch_bytes (texts + 1 per document), never before.
-        for b in batches[:-1]:
-            sizes = [len(t) + 1 for t in b.column("text").to_pylist()]
-            assert sum(sizes) >= batch_bytes > sum(sizes[:-1])
-    assert list(encode.text_batches(table.slice(0, 0), 10)) == []
+    for pieces in ([table], [table.slice(0, 3), table.slice(3, 0), table.slice(3, 4), table.slice(7)]):
+        for batch_bytes in (1, 7, 40, 10**6):
+            batches = list(encode.text_batches(pieces, batch_bytes))
+            assert all(b.num_rows >= 1 for b in batches)
+            assert [d for b in batches for d in b.column("doc_id").to_pylist()] == table.column("doc_id").to_pylist()
+            # A batch closes as soon as it holds batch_bytes (texts + 1 per document), never before.
+            for b in batches[:-1]:
+                sizes = [len(t) + 1 for t in b.column("text").to_pylist()]
+                assert sum(sizes) >= batch_bytes > sum(sizes[:-1])
+    assert list(encode.text_batches([table.slice(0, 0)], 10)) == []
 
 
 @pytest.mark.parametrize("sizes,shard_tokens", [
@@ -242,3 +243,18 @@ def test_empty_corpus_gives_one_empty_shard_per_split(corpus, tmp_path):
     assert [e["path"] for s in ("train", "val") for e in manifest["splits"][s]["shards"]] == [
         "train-00000-of-00001.arrow", "val-00000-of-00001.arrow"]
     assert verify.verify(str(tmp_path / "out")).ok
+
+
+def test_split_errors_explains_each_unencodable_row_and_keeps_the_rest():
+    from webtext.pipeline.stats import dict_counter
+
+    table = pa.table({"doc_id": ["a", None, "", "d", "e"], "text": ["x", "lost id", "empty id", None, ""]})
+    totals, count = dict_counter()
+    good, errors = encode.split_errors(table, count)
+    assert good.column("doc_id").to_pylist() == ["a", "e"] and good.column("text").to_pylist() == ["x", ""]
+    assert sorted((e["source"], e["reason"]) for e in errors) == [
+        ("d", "missing_text"), ("documents", "missing_doc_id"), ("documents", "missing_doc_id")]
+    assert sorted(e["raw"] for e in errors if e["reason"] == "missing_doc_id") == ["empty id", "lost id"]
+    assert totals == {"error_missing_doc_id": 2, "error_missing_text": 1}
+    clean = table.slice(0, 1)
+    assert encode.split_errors(clean, count)[0] is clean

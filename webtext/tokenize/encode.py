@@ -21,6 +21,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from webtext.pipeline import datasets, fs, progress, stats
 from webtext.pipeline.beam import add_runner_arguments, pipeline_options
@@ -36,6 +37,7 @@ VAL_FRACTION = 0.0005           # nanoGPT's OpenWebText split
 SHARD_TOKENS = 100_000_000      # ~200 MB uint16 files: a few hundred shards for a WebText-sized corpus
 SEED = 1337                     # seed of the document permutation
 BATCH_BYTES = 1 << 20           # text handed to encode_batch at once: enough to keep every core busy
+READ_ROWS = 256                 # documents decoded from Parquet at a time (a row group holds thousands)
 ORDER_BITS = 16                 # resolution of the token histogram that places shard boundaries ...
 ORDER_BUCKETS = 1 << ORDER_BITS  # ... in buckets of the permutation order
 RUNS_DIR = "_tmp-encode"        # encoded batches waiting to be gathered into shards; deleted at the end
@@ -183,19 +185,25 @@ def split_errors(table: pa.Table, count) -> tuple[pa.Table, list[dict]]:
     return table.filter(pc.invert(suspect)), errors
 
 
-def text_batches(table: pa.Table, batch_bytes: int):
-    """Consecutive slices of the table holding about `batch_bytes` of text each (at least one row)."""
-    if table.num_rows == 0:
-        return
-    sizes = pc.binary_length(table.column("text")).to_numpy(zero_copy_only=False).astype(np.int64) + 1
-    ends = np.cumsum(sizes)
-    start, done = 0, 0
-    while start < table.num_rows:
-        stop = max(start + 1, int(np.searchsorted(ends, done + batch_bytes, side="left")) + 1)
-        stop = min(stop, table.num_rows)
-        yield table.slice(start, stop - start)
-        done = int(ends[stop - 1])
-        start = stop
+def text_batches(tables, batch_bytes: int):
+    """Tables of consecutive rows of the `tables` (a stream of Arrow tables with a `text` column), each closed
+    as soon as it holds `batch_bytes` (its texts' UTF-8 bytes plus one per document). Zero-copy slices."""
+    held, size = [], 0
+    for table in tables:
+        ends = np.cumsum(pc.binary_length(table.column("text")).to_numpy(zero_copy_only=False).astype(np.int64) + 1)
+        start = 0
+        while start < table.num_rows:
+            base = int(ends[start - 1]) if start else 0
+            stop = int(np.searchsorted(ends, base + batch_bytes - size, side="left")) + 1
+            if stop > table.num_rows:
+                held.append(table.slice(start))
+                size += int(ends[-1]) - base
+                break
+            held.append(table.slice(start, stop - start))
+            yield pa.concat_tables(held)
+            held, size, start = [], 0, stop
+    if held:
+        yield pa.concat_tables(held)
 
 
 def _hashes(fn, values: list) -> np.ndarray:
@@ -240,13 +248,8 @@ class EncodeRowGroups(beam.DoFn):
         return encoded
 
     def process(self, task):
-        table = datasets.read_row_group(task, ["doc_id", "text"])
-        self.count("documents_in", table.num_rows)
-        progress.tick(STAGE, table.num_rows)
-        good, errors = split_errors(table, self.count)
-        for error in errors:
-            yield beam.pvalue.TaggedOutput(ERRORS, error)
-        for batch in text_batches(good, self.batch_bytes):
+        errors = []
+        for batch in text_batches(self.good_rows(task, errors), self.batch_bytes):
             texts = batch.column("text")
             future = self.encoder.submit(self.encode, texts.to_pylist())
             # Only the ids wait with the encoding (not the batch, whose text would keep the whole row group
@@ -255,6 +258,28 @@ class EncodeRowGroups(beam.DoFn):
             previous, self.pending = self.pending, (batch.column("doc_id").combine_chunks(), chars, future)
             if previous is not None:
                 yield self.run_of(*previous)
+            yield from self.errors_out(errors)
+        yield from self.errors_out(errors)
+
+    def good_rows(self, task, errors: list):
+        """The row group's encodable rows, READ_ROWS at a time (a row group is tens of MB of text: read
+        whole, it and its decoding buffers would be the stage's largest allocation); error rows are appended
+        to `errors`."""
+        path, index = task
+        with fs.open_read(path) as f:
+            for record_batch in pq.ParquetFile(f).iter_batches(batch_size=READ_ROWS, row_groups=[index],
+                                                              columns=["doc_id", "text"]):
+                table = pa.Table.from_batches([record_batch])
+                self.count("documents_in", table.num_rows)
+                progress.tick(STAGE, table.num_rows)
+                good, bad = split_errors(table, self.count)
+                errors += bad
+                yield good
+
+    @staticmethod
+    def errors_out(errors: list):
+        while errors:
+            yield beam.pvalue.TaggedOutput(ERRORS, errors.pop())
 
     def finish_bundle(self):
         from apache_beam.transforms.window import GlobalWindow

@@ -75,10 +75,18 @@ def shard_buffer(doc_ids: list[str] | pa.Array, flat: np.ndarray, offsets: np.nd
     column = pa.ListArray.from_arrays(pa.array(np.asarray(offsets, dtype=np.int32), pa.int32()), values)
     ids = doc_ids if isinstance(doc_ids, pa.Array) else pa.array(doc_ids, pa.string())
     table = pa.table({"doc_id": ids, "tokens": column}, schema=schema(dtype))
-    sink = pa.BufferOutputStream()
+    # Written twice: once to learn the size (no data copied), then into a buffer of exactly that size (a
+    # growing BufferOutputStream would hold up to twice a ~200 MB shard while it doubles).
+    size = pa.MockOutputStream()
+    _write_ipc(size, table)
+    out = pa.allocate_buffer(size.size())
+    _write_ipc(pa.FixedSizeBufferWriter(out), table)
+    return out
+
+
+def _write_ipc(sink, table: pa.Table) -> None:
     with pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table, max_chunksize=max(1, len(doc_ids)))
-    return sink.getvalue()
+        writer.write_table(table, max_chunksize=max(1, table.num_rows))
 
 
 @dataclass
