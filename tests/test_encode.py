@@ -258,3 +258,21 @@ def test_split_errors_explains_each_unencodable_row_and_keeps_the_rest():
     assert totals == {"error_missing_doc_id": 2, "error_missing_text": 1}
     clean = table.slice(0, 1)
     assert encode.split_errors(clean, count)[0] is clean
+
+
+def test_run_reader_reads_spans_by_byte_offset_and_refuses_a_short_read(tmp_path):
+    tokens = [np.array([5, 6, 7, 9], np.uint16), np.array([1, 9], np.uint16)]
+    data = shards.shard_bytes(["a", "b"], tokens, "uint16")
+    path = tmp_path / "run.arrow"
+    path.write_bytes(data)
+    values_at = data.index(np.array([5, 6, 7, 9, 1, 9], np.uint16).tobytes())
+    reader = encode.RunReader()
+    try:
+        out = np.empty(2, np.uint16)
+        reader.read_into(str(path), values_at + 4 * 2, out)
+        assert out.tolist() == [1, 9]
+        with pytest.raises(OSError, match="short read"):
+            reader.read_into(str(path), len(data) - 2, np.empty(2, np.uint16))
+    finally:
+        reader.close()
+    assert reader.open == {}

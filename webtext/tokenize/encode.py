@@ -120,9 +120,11 @@ def shard_order(orders: np.ndarray, doc_ids: pa.Array, digests: np.ndarray) -> n
 
 class Run(NamedTuple):
     """One encoded batch of documents, as arrays in the batch's order. Its tokens wait in run file `path`
-    (shard format, row i = document i), or, when the shuffle carries them, are `tokens` (flat, each document
-    ending with eot). Per document only ~32 bytes of numbers and the id travel, not a Beam element."""
+    (shard format, row i = document i, the flat token values from byte `values_at` on), or, when the shuffle
+    carries them, are `tokens` (flat, each document ending with eot). Per document only ~32 bytes of numbers
+    and the id travel, not a Beam element."""
     path: str
+    values_at: int
     doc_ids: pa.Array        # string
     split_hash: np.ndarray   # uint64
     order: np.ndarray        # uint64
@@ -132,9 +134,11 @@ class Run(NamedTuple):
 
 
 class Piece(NamedTuple):
-    """The documents of one run that belong to one shard: rows `rows` of run file `path`, or their tokens."""
+    """The documents of one run that belong to one shard: in run file `path`, each document's tokens start at
+    token `starts` of the values at byte `values_at`; or, carried by the shuffle, their `tokens`."""
     path: str
-    rows: np.ndarray         # int64, into the run
+    values_at: int
+    starts: np.ndarray       # int64
     doc_ids: pa.Array
     order: np.ndarray
     digest: np.ndarray
@@ -297,11 +301,13 @@ class EncodeRowGroups(beam.DoFn):
         np.cumsum(lengths, out=offsets[1:])
         eot = np.array([self.eot], dtype=np.dtype(self.dtype))
         flat = np.concatenate([part for t in encoded for part in (t, eot)])
-        path = ""
+        path, values_at = "", 0
         if self.runs_dir is not None:
             # A retried bundle writes a new run file; only the committed attempt's Run points at one.
             path = fs.join(self.runs_dir, f"run-{uuid.uuid4().hex}.arrow")
-            fs.write_atomic(path, memoryview(shards.shard_buffer(doc_ids, flat, offsets, self.dtype)))
+            data = shards.shard_buffer(doc_ids, flat, offsets, self.dtype)
+            values_at = shards.open_shard_bytes(data).tokens.ctypes.data - data.address
+            fs.write_atomic(path, memoryview(data))
         view = memoryview(flat).cast("B")
         size = flat.itemsize
         digests = np.fromiter(
@@ -310,7 +316,7 @@ class EncodeRowGroups(beam.DoFn):
         self.count("documents", len(ids))
         self.count("tokens", int(offsets[-1]))
         self.count("text_chars", chars)
-        return Run(path, doc_ids, _hashes(split_hash, ids), _hashes(lambda d: order_key(self.seed, d), ids),
+        return Run(path, values_at, doc_ids, _hashes(split_hash, ids), _hashes(lambda d: order_key(self.seed, d), ids),
                    digests, lengths, None if path else flat)
 
 
@@ -413,10 +419,8 @@ def route(run: Run, plan: dict, threshold: int) -> list:
     val = val_rows(run.split_hash, run.doc_ids, threshold, plan["first"], plan["documents"])
     buckets = buckets_of(run.order)
     out = []
-    offsets = None
-    if run.tokens is not None:
-        offsets = np.zeros(len(run.lengths) + 1, dtype=np.int64)
-        np.cumsum(run.lengths, out=offsets[1:])
+    offsets = np.zeros(len(run.lengths) + 1, dtype=np.int64)
+    np.cumsum(run.lengths, out=offsets[1:])
     for split, mask in (("train", ~val), ("val", val)):
         if not mask.any():
             continue
@@ -424,51 +428,41 @@ def route(run: Run, plan: dict, threshold: int) -> list:
         for shard in np.unique(index[mask]).tolist():
             rows = np.flatnonzero(mask & (index == shard))
             tokens = None
-            if offsets is not None:
+            if run.tokens is not None:
                 tokens = np.concatenate([run.tokens[offsets[r]:offsets[r + 1]] for r in rows.tolist()])
-            out.append(((split, shard), Piece(run.path, rows, run.doc_ids.take(pa.array(rows)), run.order[rows],
+            out.append(((split, shard), Piece(run.path, run.values_at, offsets[rows], run.doc_ids.take(pa.array(rows)), run.order[rows],
                                               run.digest[rows], run.lengths[rows], tokens)))
     return out
 
 
 class RunReader:
-    """Documents of run files, copied into a shard's buffer. Local files are read with pread at the offsets
-    their memory map reveals, without touching the mapped pages: a shard draws a few rows from every run file,
-    and faulting those pages in (with the kernel's read-around) would make resident memory grow with the
-    corpus. Object-store files are read whole, once per worker."""
+    """Token spans of run files, copied into a shard's buffer. Local files are read with pread at offsets the
+    Pieces carry, never memory-mapped: a shard draws a few documents from every run file, and mapping them
+    (the kernel reads around each fault) would make resident memory grow with the number of runs, i.e. with
+    the corpus. Object-store files are read whole, once per shard."""
 
     def __init__(self):
-        self.open: dict[str, tuple] = {}
+        self.open: dict[str, int | bytes] = {}
 
     def close(self) -> None:
-        for fd, *_ in self.open.values():
-            if fd is not None:
-                os.close(fd)
+        for source in self.open.values():
+            if isinstance(source, int):
+                os.close(source)
         self.open.clear()
 
-    def _open(self, run: str):
-        if fs.is_remote(run):
-            return None, shards.open_shard_bytes(fs.read_bytes(run), run), 0
-        source = pa.memory_map(run, "r")
-        base = source.read_buffer(1).address  # where the file starts in this process's memory
-        shard = shards.open_shard(run, source)
-        return os.open(run, os.O_RDONLY), shard, shard.tokens.ctypes.data - base
-
-    def read_into(self, run: str, row: int, out: np.ndarray) -> None:
-        opened = self.open.get(run)
-        if opened is None:
-            opened = self.open[run] = self._open(run)
-        fd, shard, values_at = opened
-        start, end = int(shard.offsets[row]), int(shard.offsets[row + 1])
-        if end - start != len(out):
-            raise ValueError(f"{run}: row {row} holds {end - start} tokens, the index says {len(out)}")
-        if fd is None:
-            out[:] = shard.tokens[start:end]
-            return
+    def read_into(self, run: str, at: int, out: np.ndarray) -> None:
+        """Fill `out` from run file `run`, starting at byte `at`."""
+        source = self.open.get(run)
+        if source is None:
+            source = self.open[run] = fs.read_bytes(run) if fs.is_remote(run) else os.open(run, os.O_RDONLY)
         want = out.nbytes
-        got = os.preadv(fd, [memoryview(out).cast("B")], values_at + start * out.itemsize)
+        if isinstance(source, int):
+            got = os.preadv(source, [memoryview(out).cast("B")], at)
+        else:
+            got = len(source[at:at + want])
+            out[:] = np.frombuffer(source, dtype=out.dtype, count=got // out.itemsize, offset=at)
         if got != want:
-            raise OSError(f"{run}: short read ({got} of {want} bytes) at row {row}")
+            raise OSError(f"{run}: short read ({got} of {want} bytes) at byte {at}")
 
 
 class WriteShard(beam.DoFn):
@@ -491,18 +485,20 @@ class WriteShard(beam.DoFn):
         offsets = np.zeros(len(perm) + 1, dtype=np.int64)
         np.cumsum(lengths[perm], out=offsets[1:])
         flat = np.empty(int(offsets[-1]), dtype=np_dtype)
-        # Where each document (in arrival order) comes from: piece, row in its run, start in its tokens.
-        piece_of = np.repeat(np.arange(len(pieces)), [len(p.rows) for p in pieces]).tolist()
-        rows = np.concatenate([p.rows for p in pieces]).tolist() if pieces else []
+        # Where each document (in arrival order) comes from: its piece, its byte in its run file, its start
+        # in the concatenated lengths (for pieces that carry their tokens).
+        piece_of = np.repeat(np.arange(len(pieces)), [len(p.lengths) for p in pieces]).tolist()
+        at = (np.concatenate([p.values_at + p.starts * np_dtype.itemsize for p in pieces]).tolist()
+              if pieces else [])
         starts = (np.cumsum(lengths) - lengths).tolist()
-        firsts = np.cumsum([0] + [len(p.rows) for p in pieces]).tolist()
+        firsts = np.cumsum([0] + [len(p.lengths) for p in pieces]).tolist()
         piece_start = [starts[f] if f < len(starts) else 0 for f in firsts[:-1]]
         reader = RunReader()
         try:
             for k, a, b in zip(perm.tolist(), offsets[:-1].tolist(), offsets[1:].tolist()):
                 p = pieces[piece_of[k]]
                 if p.tokens is None:
-                    reader.read_into(p.path, rows[k], flat[a:b])
+                    reader.read_into(p.path, at[k], flat[a:b])
                 else:
                     s = starts[k] - piece_start[piece_of[k]]
                     flat[a:b] = p.tokens[s:s + b - a]
