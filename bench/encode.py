@@ -47,6 +47,9 @@ CACHE_DIR = os.path.join(tempfile.gettempdir(), "webtext-bench-encode")
 VOCAB_SIZE = 50257
 ROWS_PER_FILE = 4_000           # documents per input file (one Parquet row group): the same at every --mb
 GOAL_RATIO = 0.9
+# Texts per encode call in the ceiling: large enough that the tokenizer's threads never wait between calls,
+# and fixed, so the ceiling does not move when the stage's --batch-bytes default does.
+CEILING_BATCH_BYTES = 4 << 20
 
 
 # ---- inputs ---------------------------------------------------------------------------------------------
@@ -139,15 +142,15 @@ def run_webtext(docs: str, tok: str, workers: int, shard_tokens: int) -> dict:
 def run_ceiling(docs: str, tok_dir: str, fast: bool) -> dict:
     import numpy as np
 
-    from webtext.tokenize import bpe, encode
+    from webtext.tokenize import bpe
 
     texts = load_texts(docs)
     tok = bpe.for_encoding(bpe.load(tok_dir))
     batches, batch, size = [], [], 0
-    for t in texts:  # the stage's batch size, so the ceiling sees the same parallelism
+    for t in texts:
         batch.append(t)
         size += len(t) + 1
-        if size >= encode.BATCH_BYTES:
+        if size >= CEILING_BATCH_BYTES:
             batches.append(batch)
             batch, size = [], 0
     batches.append(batch)

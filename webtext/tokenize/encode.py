@@ -36,15 +36,16 @@ DOCUMENTS = "documents"
 VAL_FRACTION = 0.0005           # nanoGPT's OpenWebText split
 SHARD_TOKENS = 100_000_000      # ~200 MB uint16 files: a few hundred shards for a WebText-sized corpus
 SEED = 1337                     # seed of the document permutation
-BATCH_BYTES = 1 << 20           # text handed to encode_batch at once: enough to keep every core busy
+BATCH_BYTES = 1 << 20           # text per encode_batch call: ~170 web pages keep every core busy, and one
+                                # batch's Encoding objects (~20x the text) stay a small part of memory
 READ_ROWS = 256                 # documents decoded from Parquet at a time (a row group holds thousands)
 ORDER_BITS = 16                 # resolution of the token histogram that places shard boundaries ...
 ORDER_BUCKETS = 1 << ORDER_BITS  # ... in buckets of the permutation order
 RUNS_DIR = "_tmp-encode"        # encoded batches waiting to be gathered into shards; deleted at the end
 SPLIT_SALT = "webtext-split"    # the train/val split hashes this with the id, never the permutation seed
-# How tokens travel from encoding to shard writing. "files": run files beside the output, memory-mapped by the
-# shard writers, so the shuffle moves ~100 bytes per document and local memory stays flat (the direct runner
-# holds every shuffled element in memory). "shuffle": the tokens ride the shuffle, which Dataflow keeps on disk,
+# How tokens travel from encoding to shard writing. "files": run files beside the output, read by the shard
+# writers with pread, so the shuffle moves ~40 bytes per document (in one element per batch and shard) and
+# local memory stays flat (the direct runner holds every shuffled element in memory). "shuffle": the tokens ride the shuffle, which Dataflow keeps on disk,
 # and no shard writer reads every run file from an object store. "auto": files locally, shuffle for gs://.
 TOKENS_VIA = ("auto", "files", "shuffle")
 
@@ -243,19 +244,11 @@ class EncodeRowGroups(beam.DoFn):
     def start_bundle(self):
         self.pending = None
 
-    def encode(self, texts: list[str]) -> list[np.ndarray]:
-        encoded = bpe.encode_texts(self.tok, texts, self.dtype)
-        # The tokenizer's Encoding objects (tens of bytes per token, allocated by its threads) are freed by
-        # now, but malloc keeps the pages: without handing them back, resident memory creeps up batch by
-        # batch instead of staying at one batch's worth.
-        release_free_memory()
-        return encoded
-
     def process(self, task):
         errors = []
         for batch in text_batches(self.good_rows(task, errors), self.batch_bytes):
             texts = batch.column("text")
-            future = self.encoder.submit(self.encode, texts.to_pylist())
+            future = self.encoder.submit(bpe.encode_texts, self.tok, texts.to_pylist(), self.dtype)
             # Only the ids wait with the encoding (not the batch, whose text would keep the whole row group
             # alive while the next one is read).
             chars = pc.sum(pc.utf8_length(texts)).as_py() or 0
@@ -318,29 +311,6 @@ class EncodeRowGroups(beam.DoFn):
         self.count("text_chars", chars)
         return Run(path, values_at, doc_ids, _hashes(split_hash, ids), _hashes(lambda d: order_key(self.seed, d), ids),
                    digests, lengths, None if path else flat)
-
-
-def _malloc_trim():
-    import ctypes
-    import ctypes.util
-
-    try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        return lambda: None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return lambda: trim(0)
-
-
-_TRIM = None
-
-
-def release_free_memory() -> None:
-    """Give the pages malloc holds free back to the system (glibc's malloc_trim; a no-op elsewhere)."""
-    global _TRIM
-    if _TRIM is None:
-        _TRIM = _malloc_trim()
-    _TRIM()
 
 
 class Totals(beam.CombineFn):
