@@ -10,6 +10,7 @@ count. Documents without an id or text go to the `errors` dataset.
 from __future__ import annotations
 
 import argparse
+import collections
 import hashlib
 import os
 import sys
@@ -38,6 +39,9 @@ SHARD_TOKENS = 100_000_000      # ~200 MB uint16 files: a few hundred shards for
 SEED = 1337                     # seed of the document permutation
 BATCH_BYTES = 1 << 20           # text per encode_batch call: ~170 web pages keep every core busy, and one
                                 # batch's Encoding objects (~20x the text) stay a small part of memory
+# encode_batch calls in flight: while one call's Encoding objects become numpy arrays (Python, holding the
+# GIL), the next call's texts already keep the tokenizer's threads busy.
+ENCODE_CALLS = 2
 READ_ROWS = 256                 # documents decoded from Parquet at a time (a row group holds thousands)
 ORDER_BITS = 16                 # resolution of the token histogram that places shard boundaries ...
 ORDER_BUCKETS = 1 << ORDER_BITS  # ... in buckets of the permutation order
@@ -220,8 +224,8 @@ class EncodeRowGroups(beam.DoFn):
     shuffle carries the tokens), and an error row per document that cannot be encoded.
 
     Documents stay Arrow until encode_batch needs their text as str. encode_batch releases the GIL, so it
-    runs in a helper thread: while batch k+1 is encoded, this thread turns batch k into arrays and writes
-    its run file."""
+    runs in helper threads (ENCODE_CALLS of them): while later batches are encoded, this thread turns the
+    oldest one into arrays and writes its run file."""
 
     def __init__(self, tokenizer_path: str, runs_dir: str | None, seed: int, batch_bytes: int):
         # The path, not the tokenizer: a GPT-2 vocabulary is megabytes that Beam would pickle and compress
@@ -236,13 +240,13 @@ class EncodeRowGroups(beam.DoFn):
         self.tok = bpe.for_encoding(bpe.load(self.tokenizer_path))
         self.eot = bpe.eot_id(self.tok)
         self.dtype = shards.dtype_for_vocab(bpe.vocab_size(self.tok))
-        self.encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
+        self.encoder = ThreadPoolExecutor(max_workers=ENCODE_CALLS, thread_name_prefix="encode")
 
     def teardown(self):
         self.encoder.shutdown(wait=False)
 
     def start_bundle(self):
-        self.pending = None
+        self.pending = collections.deque()
 
     def process(self, task):
         errors = []
@@ -252,9 +256,9 @@ class EncodeRowGroups(beam.DoFn):
             # Only the ids wait with the encoding (not the batch, whose text would keep the whole row group
             # alive while the next one is read).
             chars = pc.sum(pc.utf8_length(texts)).as_py() or 0
-            previous, self.pending = self.pending, (batch.column("doc_id").combine_chunks(), chars, future)
-            if previous is not None:
-                yield self.run_of(*previous)
+            self.pending.append((batch.column("doc_id").combine_chunks(), chars, future))
+            while len(self.pending) > ENCODE_CALLS:
+                yield self.run_of(*self.pending.popleft())
             yield from self.errors_out(errors)
         yield from self.errors_out(errors)
 
@@ -282,9 +286,9 @@ class EncodeRowGroups(beam.DoFn):
         from apache_beam.transforms.window import GlobalWindow
         from apache_beam.utils.windowed_value import WindowedValue
 
-        if self.pending is not None:
-            pending, self.pending = self.pending, None
-            yield WindowedValue(self.run_of(*pending), GlobalWindow().max_timestamp(), [GlobalWindow()])
+        while self.pending:
+            run = self.run_of(*self.pending.popleft())
+            yield WindowedValue(run, GlobalWindow().max_timestamp(), [GlobalWindow()])
 
     def run_of(self, doc_ids: pa.Array, chars: int, future) -> Run:
         encoded = future.result()
