@@ -185,19 +185,11 @@ def warm_up(_task) -> None:
     minhash.normalize("warm up")
 
 
-def _task_name(task) -> str:
-    """A file name for what one row group's task leaves behind (a retry writes the same name)."""
-    path, index = task
-    return f"{hashlib.blake2b(path.encode(), digest_size=8).hexdigest()}-{index:05d}"
-
-
 def sketch_row_group(task, cfg: DedupConfig, hasher: minhash.MinHasher, lsh: tuple[int, int],
-                     signatures: bool = True, payload_dir: str | None = None) -> tuple[list, list, dict]:
+                     signatures: bool = True) -> tuple[list, list, dict]:
     """(sketches, errors, counts) of one row group of a documents file. A sketch is
     (exact_key, (doc_id, score, band keys as bytes, or None when the document stays out of LSH)).
-    `hasher` and `lsh` (bands, rows) come made: a local process then never imports datasketch. With
-    `payload_dir`, every sketched document's verification payload (its shingle hashes for --verify exact,
-    its signature for estimate) is left in a file there, for `payload_row_group` to pick the candidates'."""
+    `hasher` and `lsh` (bands, rows) come made: a local process then never imports datasketch."""
     table = datasets.read_row_group(task, SKETCH_COLUMNS + ["url"])
     counts = collections.Counter()
     errors = _input_errors(table)
@@ -205,7 +197,7 @@ def sketch_row_group(task, cfg: DedupConfig, hasher: minhash.MinHasher, lsh: tup
         counts[f"error_{e['reason']}"] += 1
     valid = table.filter(_valid_mask(table))
     bands, rows = lsh
-    sketches, sigs, with_sig, payloads = [], [], [], []
+    sketches, sigs, with_sig = [], [], []
     for doc_id, text, score in zip(valid.column("doc_id").to_pylist(), valid.column("text").to_pylist(),
                                    valid.column("score").to_pylist()):
         normalized = minhash.normalize(text)
@@ -217,39 +209,30 @@ def sketch_row_group(task, cfg: DedupConfig, hasher: minhash.MinHasher, lsh: tup
             continue
         if normalized.count(" ") + 1 < cfg.ngram:
             counts["shorter_than_shingle"] += 1
-        hashes = minhash.shingle_hashes(normalized, cfg.ngram)
-        sigs.append(hasher.signature(hashes))
+        sigs.append(hasher.signature(minhash.shingle_hashes(normalized, cfg.ngram)))
         with_sig.append(len(sketches) - 1)
-        if payload_dir is not None:
-            payloads.append((hashes if cfg.verify == "exact" else sigs[-1]).tobytes())
     if sigs:
         keys = minhash.band_keys(np.stack(sigs), bands, rows)
         for i, k in zip(with_sig, keys):
             key, (doc_id, score, _) = sketches[i]
             sketches[i] = key, (doc_id, score, k.tobytes())
-    if payload_dir is not None:
-        table = pa.table({"doc_id": pa.array([sketches[i][1][0] for i in with_sig], pa.string()),
-                          "payload": pa.array(payloads, pa.binary())})
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-        fs.write_atomic(fs.join(payload_dir, f"{_task_name(task)}.arrow"), sink.getvalue().to_pybytes())
     counts["documents_in"] += len(sketches)
     return sketches, errors, dict(counts)
 
 
-def payload_row_group(task, cfg: DedupConfig, payload_dir: str, wanted: frozenset) -> list[tuple[str, bytes]]:
+def payload_row_group(task, cfg: DedupConfig, hasher: minhash.MinHasher, wanted: frozenset) -> list[tuple[str, bytes]]:
     """(doc_id, verification payload) of the documents of one row group that are in `wanted` (the
-    candidates), from the file its sketching left: distinct sorted shingle hashes (--verify exact) or the
-    MinHash signature (estimate)."""
-    with fs.open_read(fs.join(payload_dir, f"{_task_name(task)}.arrow")) as f:
-        table = pa.ipc.open_file(pa.py_buffer(f.read())).read_all()
-    table = table.filter(pc.is_in(table.column("doc_id"), pa.array(sorted(wanted), pa.string())))
+    candidates): their shingle hashes (--verify exact) or MinHash signature (estimate)."""
+    table = datasets.read_row_group(task, ["doc_id", "text"])
+    table = table.filter(pc.and_(_valid_mask(table), pc.is_in(table.column("doc_id"),
+                                                               pa.array(sorted(wanted), pa.string()))))
     out = []
-    for doc_id, payload in zip(table.column("doc_id").to_pylist(), table.column("payload").to_pylist()):
-        if cfg.verify == "exact":  # sorted and distinct once, here, for the candidates only
-            payload = np.unique(np.frombuffer(payload, np.uint32)).tobytes()
-        out.append((doc_id, payload))
+    for doc_id, text in zip(table.column("doc_id").to_pylist(), table.column("text").to_pylist()):
+        hashes = minhash.shingle_hashes(minhash.normalize(text), cfg.ngram)
+        if cfg.verify == "exact":
+            out.append((doc_id, np.unique(hashes).tobytes()))  # sorted and distinct, once per document
+        else:
+            out.append((doc_id, hasher.signature(hashes).tobytes()))
     return out
 
 
@@ -418,23 +401,22 @@ class _Verify(beam.DoFn):
 
 class VerifyCandidates(beam.PTransform):
     """Candidate edges whose Jaccard similarity (exact, or MinHash's estimate) reaches the threshold. Only
-    the candidates' payloads are picked from the files the sketching left in `payload_dir` (one task per
-    input row group): each is shuffled once, then once more per candidate edge it is part of."""
+    the candidates' payloads are computed (from the documents in `docs_dir`, read once more): each is
+    shuffled once, then once more per candidate edge it is part of."""
 
-    def __init__(self, p, docs_dir: str, payload_dir: str, cfg: DedupConfig, processes: int, count: Count):
+    def __init__(self, p, docs_dir: str, cfg: DedupConfig, processes: int, count: Count):
         super().__init__()
-        self.p, self.docs_dir, self.payload_dir = p, docs_dir, payload_dir
-        self.cfg, self.processes, self.count = cfg, processes, count
+        self.p, self.docs_dir, self.cfg, self.processes, self.count = p, docs_dir, cfg, processes, count
 
     def expand(self, edges):
         cfg = self.cfg
         edges = edges | "Distinct" >> beam.Distinct()
         wanted = edges | "Ends" >> beam.FlatMap(lambda e: e) | "DistinctEnds" >> beam.Distinct()
-        # Its own row-group listing: a second consumer of the sketching's would be fused with it, and this
-        # one waits for a side input computed downstream of that step.
+        # Its own read: a second consumer of the sketching read would be fused with it, and this one waits
+        # for a side input computed downstream of that read.
         payloads = (self.p
                     | "InputForPayloads" >> RowGroups(self.docs_dir)
-                    | "Payloads" >> PoolMap(payload_row_group, self.processes, cfg, self.payload_dir,
+                    | "Payloads" >> PoolMap(payload_row_group, self.processes, cfg, _hasher(cfg),
                                             side=(beam.pvalue.AsList(wanted),), prepare=frozenset)
                     | "Each" >> beam.FlatMap(lambda items: items))
         dtype = _hasher(cfg).dtype
@@ -520,12 +502,10 @@ class ResolveClusters(beam.PTransform):
 # ---------------------------------------------------------------------------------------------------------
 # The stage
 
-def _documents_and_meta(p, docs_dir: str, cfg: DedupConfig, count: Count, signatures: bool, processes: int,
-                        payload_dir: str | None = None):
+def _documents_and_meta(p, docs_dir: str, cfg: DedupConfig, count: Count, signatures: bool, processes: int):
     sketched = (p
                 | "InputForSketch" >> RowGroups(docs_dir)
-                | "Sketch" >> PoolMap(sketch_row_group, processes, cfg, _hasher(cfg), cfg.lsh(), signatures,
-                                      payload_dir)
+                | "Sketch" >> PoolMap(sketch_row_group, processes, cfg, _hasher(cfg), cfg.lsh(), signatures)
                 | "UnpackSketches" >> beam.ParDo(UnpackResults(count)).with_outputs(ERRORS, main="sketches"))
     groups = (sketched.sketches
               | "ByExactKey" >> beam.GroupByKey()
@@ -561,13 +541,12 @@ def build_pipeline(p: beam.Pipeline, docs_dir: str, output_dir: str, cfg: DedupC
     connected components, and the outputs; its settled-or-not star edges are saved under WORK_DIR for
     further passes. Builds without touching the input or the output. `processes`: local processes for the
     work on the documents' text (sketches, verification payloads, the kept documents)."""
-    payload_dir = fs.join(output_dir, WORK_DIR, "payloads") if cfg.verify != "none" else None
-    errors, groups, valid_rows = _documents_and_meta(p, docs_dir, cfg, count, True, processes, payload_dir)
+    errors, groups, valid_rows = _documents_and_meta(p, docs_dir, cfg, count, True, processes)
     bands, rows = cfg.lsh()
     all_pairs_upto = VERIFY_ALL_PAIRS_UPTO if cfg.verify != "none" else 0
     candidates = groups.reps | "LSH" >> LshCandidates(bands, cfg.lsh_partitions, all_pairs_upto, count)
     if cfg.verify != "none":
-        candidates = candidates | "Verify" >> VerifyCandidates(p, docs_dir, payload_dir, cfg, processes, count)
+        candidates = candidates | "Verify" >> VerifyCandidates(p, docs_dir, cfg, processes, count)
     stars = ((groups[EXACT_EDGES], candidates)
              | "AllEdges" >> beam.Flatten()
              | "Components" >> components.ConnectedComponents(STAGE, cfg.cc_rounds))
