@@ -44,19 +44,19 @@ def test_one_process_runs_inline():
         assert tp.drain() == []
 
 
-def test_an_exception_in_a_task_stops_with_the_childs_traceback():
+def test_a_lone_task_runs_inline_without_starting_a_process():
     with pool.TaskPool(2) as tp:
-        with pytest.raises(pool.TaskError, match="three is bad"):
-            for task in range(6):
-                tp.submit(fail_on_three, task)
-            tp.drain()
+        assert tp.submit(square_and_pid, 4, 0) == []
+        assert tp.drain() == [(16, os.getpid())]
 
 
-def test_a_child_that_dies_is_an_error_not_a_hang():
+@pytest.mark.parametrize("fn, message", [(fail_on_three, "three is bad"),   # the child's traceback
+                                         (die_on_two, "died")])               # an error, not a hang
+def test_a_failing_task_or_a_dying_child_stops_the_pool(fn, message):
     with pool.TaskPool(2) as tp:
-        with pytest.raises(pool.TaskError, match="died"):
+        with pytest.raises(pool.TaskError, match=message):
             for task in range(6):
-                tp.submit(die_on_two, task)
+                tp.submit(fn, task)
             tp.drain()
 
 

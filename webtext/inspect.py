@@ -11,7 +11,6 @@ percentiles of their numeric columns, and --sample K rows.
 from __future__ import annotations
 
 import argparse
-import collections
 import os
 import random
 import re

@@ -119,32 +119,24 @@ _WHEEL: str | None = None
 
 
 class _PoolMap(beam.DoFn):
-    """The first task of a bundle waits: a bundle of one task runs inline, with no process started."""
-
     def __init__(self, fn, processes: int, args: tuple, prepare):
         self.fn, self.processes, self.args, self.prepare = fn, processes, args, prepare
 
     def setup(self):
         self.pool = TaskPool(self.processes)
-        self.first = None
+        self.side_args = None
 
     def start_bundle(self):
-        self.first = None
+        # Side inputs are the same for every task of a batch pipeline's bundle: prepared once.
+        self.side_args = None
 
     def process(self, task, *side):
-        args = self.args + ((self.prepare(*side),) if self.prepare else side)
-        if self.first is None and not self.pool.started:
-            self.first = (task, args)
-            return
-        if self.first is not None:
-            first, self.first = self.first, None
-            yield from self.pool.submit(self.fn, first[0], *first[1])
-        yield from self.pool.submit(self.fn, task, *args)
+        if self.side_args is None:
+            self.side_args = (self.prepare(*side),) if self.prepare else side
+        yield from self.pool.submit(self.fn, task, *self.args, *self.side_args)
 
     def finish_bundle(self):
-        results = [self.fn(self.first[0], *self.first[1])] if self.first is not None else []
-        self.first = None
-        results += self.pool.drain()
+        results = self.pool.drain()
         self.pool.close()
         for result in results:
             yield GlobalWindows.windowed_value(result)
@@ -155,7 +147,7 @@ class _PoolMap(beam.DoFn):
 
 class PoolMap(beam.PTransform):
     """task -> fn(task, *args, *side) over a `TaskPool` of `processes`: a Map whose calls run in parallel
-    local processes. Side inputs (Beam's AsDict, AsList, ...) follow `args`; `prepare(*side_values)`, when
+    local processes (a bundle of one task runs inline). Side inputs (Beam's AsDict, AsList, ...) follow `args`; `prepare(*side_values)`, when
     given, turns them into the one argument `fn` receives instead (e.g. a list into a frozenset). Batch
     pipelines only (results finished at the end of a bundle go out in the global window)."""
 

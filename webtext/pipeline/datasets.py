@@ -14,6 +14,7 @@ import re
 from typing import Any, Callable, Iterable
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -142,11 +143,15 @@ def split_into_runs(table: pa.Table, key: str, num_shards: int, run_dir: str, ru
     (shard, path) for each run. A retried task rewrites the same files (atomically)."""
     if not table.num_rows:
         return []
-    shard = pa.array([stable_hash(v) % num_shards for v in table.column(key).to_pylist()], pa.int64())
+    shard = np.array([stable_hash(v) % num_shards for v in table.column(key).to_pylist()], np.int64)
+    # One sort by (shard, key), then each shard's run is a contiguous slice: no pass over the rows per shard.
+    order = pc.sort_indices(table.append_column("_shard", pa.array(shard)), [("_shard", "ascending"),
+                                                                             (key, "ascending")])
+    table, shard = table.take(order), shard[order.to_numpy()]
+    starts = np.flatnonzero(np.diff(shard, prepend=-1))
     runs = []
-    for index in sorted(set(shard.to_pylist())):
-        part = table.filter(pc.equal(shard, index))
-        part = part.take(pc.sort_indices(part, [(key, "ascending")]))
+    for start, end in zip(starts.tolist(), np.append(starts[1:], len(shard)).tolist()):
+        index, part = int(shard[start]), table.slice(start, end - start)
         sink = pa.BufferOutputStream()
         with pa.ipc.new_file(sink, part.schema) as writer:
             writer.write_table(part)

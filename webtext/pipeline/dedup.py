@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import functools
 import hashlib
 import sys
 import typing
@@ -409,24 +408,23 @@ class VerifyCandidates(beam.PTransform):
         self.p, self.docs_dir, self.cfg, self.processes, self.count = p, docs_dir, cfg, processes, count
 
     def expand(self, edges):
-        cfg = self.cfg
+        cfg, hasher = self.cfg, _hasher(self.cfg)
         edges = edges | "Distinct" >> beam.Distinct()
         wanted = edges | "Ends" >> beam.FlatMap(lambda e: e) | "DistinctEnds" >> beam.Distinct()
         # Its own read: a second consumer of the sketching read would be fused with it, and this one waits
         # for a side input computed downstream of that read.
         payloads = (self.p
                     | "InputForPayloads" >> RowGroups(self.docs_dir)
-                    | "Payloads" >> PoolMap(payload_row_group, self.processes, cfg, _hasher(cfg),
+                    | "Payloads" >> PoolMap(payload_row_group, self.processes, cfg, hasher,
                                             side=(beam.pvalue.AsList(wanted),), prepare=frozenset)
                     | "Each" >> beam.FlatMap(lambda items: items))
-        dtype = _hasher(cfg).dtype
         return ({"payload": payloads,
                  "as_child": edges | "ByChild" >> beam.MapTuple(lambda c, p: (c, p)),
                  "as_parent": edges | "ByParent" >> beam.MapTuple(lambda c, p: (p, c))}
                 | "JoinPayloads" >> beam.CoGroupByKey()
                 | "PairPayloads" >> beam.FlatMap(_pair_payloads)
                 | "ByPair" >> beam.GroupByKey()
-                | "Verify" >> beam.ParDo(_Verify(cfg.verify, cfg.threshold, dtype, self.count)))
+                | "Verify" >> beam.ParDo(_Verify(cfg.verify, cfg.threshold, hasher.dtype, self.count)))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import apache_beam as beam
 import pyarrow as pa

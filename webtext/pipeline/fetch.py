@@ -11,7 +11,6 @@ or failed for good are kept, transient failures are tried again. Output: `log-*.
 from __future__ import annotations
 
 import argparse
-import collections
 import dataclasses
 import math
 import posixpath
@@ -221,11 +220,7 @@ def fetch_group(task, config: CrawlConfig, output_dir: str, run: int,
     """Fetch one host group with a thread pool: (log rows, no errors, counts). Its WARC files and its log
     part are committed together (in a local process, see `beam.PoolMap`)."""
     group, links = task
-    counts: collections.Counter = collections.Counter()
-
-    def count(name: str, n: int = 1) -> None:
-        counts[name] += n
-
+    counts, count = stats.dict_counter()
     links = sorted(links, key=lambda r: (r["host"], r.get("key") or "", r["url"]))
     prefix = warc_prefix(run, group)
     sink = WarcSink(output_dir, prefix, config.warc_max_bytes, config.warc_gzip_level)

@@ -261,11 +261,7 @@ def _tick(n: int) -> None:
 
 def links_of_file(path: str, rules: LinkRules) -> tuple[list, list, dict]:
     """(kept (key, submission) pairs, error rows, counts) of one dump: what a local process returns for it."""
-    counts: collections.Counter = collections.Counter()
-
-    def count(name: str, n: int = 1) -> None:
-        counts[name] += n
-
+    counts, count = stats.dict_counter()
     kept, errors = [], []
     for ok, item in file_links(path, rules, count, tick=_tick):
         (kept if ok else errors).append(item)

@@ -28,18 +28,33 @@ class TaskError(RuntimeError):
     """`fn` raised in a child: a bug (bad records are the function's to report), so the stage stops."""
 
 
+def spawn_module(module: str) -> tuple[subprocess.Popen, Connection, Connection]:
+    """Start `python -m module` talking pickles over its stdin/stdout: (process, to it, from it)."""
+    proc = subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            close_fds=True)
+    to_child = Connection(os.dup(proc.stdin.fileno()), readable=False)
+    from_child = Connection(os.dup(proc.stdout.fileno()), writable=False)
+    proc.stdin.close()
+    proc.stdout.close()
+    return proc, to_child, from_child
+
+
+def child_pipes() -> tuple[Connection, Connection]:
+    """In a child started by `spawn_module`: (requests, answers). The pipes are fds 0 and 1; the answers
+    move off fd 1 (which becomes stderr) so a stray print cannot corrupt them."""
+    requests = Connection(0, writable=False)
+    answers = Connection(os.dup(1), readable=False)
+    os.dup2(2, 1)
+    return requests, answers
+
+
 class _Child:
     """A plain `python -m webtext.pipeline.pool` process (not a fork of a process holding runner threads,
     and not multiprocessing's spawn, which re-imports the caller's main script), taking length-prefixed
     pickles (fn, task, args) on its stdin and answering ("ok", result) or ("error", traceback)."""
 
     def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-m", "webtext.pipeline.pool"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
-        self.to_child = Connection(os.dup(self.proc.stdin.fileno()), readable=False)
-        self.from_child = Connection(os.dup(self.proc.stdout.fileno()), writable=False)
-        self.proc.stdin.close()
-        self.proc.stdout.close()
+        self.proc, self.to_child, self.from_child = spawn_module("webtext.pipeline.pool")
         self.busy = False
         self.warming = False   # busy with a warm-up task whose answer is not a result
         # The caller's import path, so a task function from any module it can import (a script's, a
@@ -96,23 +111,29 @@ def _take_child() -> _Child:
 class TaskPool:
     """Run `fn(task, *args)` for each submitted task in `processes` child processes (inline when 1), one
     task per child at a time. `submit` returns the results that finished while it waited for a free child;
-    `drain` returns the rest. A task that raises stops the stage with the child's traceback."""
+    `drain` returns the rest. A task that raises stops the stage with the child's traceback. The first task
+    waits for a second: a lone task (a small input) runs inline at `drain`, and no process is started."""
 
     def __init__(self, processes: int):
         if processes < 1:
             raise ValueError("processes must be at least 1")
         self.processes = processes
         self._children: list[_Child] = []
-
-    @property
-    def started(self) -> bool:
-        return bool(self._children)
+        self._held = None   # (fn, task, args) of the first task, until a second one comes
 
     def submit(self, fn: Callable[..., Any], task, *args) -> list:
         if self.processes == 1:
             return [fn(task, *args)]
         if not self._children:
+            if self._held is None:
+                self._held = (fn, task, args)
+                return []
             self._children = [_take_child() for _ in range(self.processes)]
+            (held_fn, held_task, held_args), self._held = self._held, None
+            return self._send(held_fn, held_task, held_args) + self._send(fn, task, args)
+        return self._send(fn, task, args)
+
+    def _send(self, fn, task, args) -> list:
         done = []
         while all(c.busy for c in self._children):
             done += self._wait_once()
@@ -123,6 +144,9 @@ class TaskPool:
 
     def drain(self) -> list:
         done = []
+        if self._held is not None:
+            (fn, task, args), self._held = self._held, None
+            done.append(fn(task, *args))
         while any(c.busy and not c.warming for c in self._children):
             done += self._wait_once()
         return done
@@ -155,7 +179,7 @@ class TaskPool:
                 child.close()
             else:
                 _IDLE.append(child)
-        self._children = []
+        self._children, self._held = [], None
 
     def __enter__(self) -> "TaskPool":
         return self
@@ -165,10 +189,7 @@ class TaskPool:
 
 
 def _child_main() -> None:
-    # The pipes are fds 0 and 1; move the answers off fd 1 so a stray print cannot corrupt them.
-    requests = Connection(0, writable=False)
-    answers = Connection(os.dup(1), readable=False)
-    os.dup2(2, 1)
+    requests, answers = child_pipes()
     from webtext.cli import configure_logging
 
     configure_logging()

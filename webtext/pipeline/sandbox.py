@@ -22,10 +22,11 @@ import os
 import pickle
 import signal
 import subprocess
-import sys
 import time
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from typing import Callable, Iterable, Iterator
+
+from webtext.pipeline.pool import child_pipes, spawn_module
 
 TIMEOUT_S = 5.0              # per page; real pages take ~25 ms median, ~0.3 s at worst on the 922 eval pages
 RECYCLE_AFTER = 1000         # pages per child before it is replaced (trafilatura/htmldate caches grow)
@@ -106,12 +107,7 @@ def extract_in_process(html: str, url: str | None, kwargs: dict) -> tuple[str, d
 
 class _Child:
     def __init__(self, config: SandboxConfig):
-        self.proc = subprocess.Popen([sys.executable, "-m", "webtext.pipeline.sandbox"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
-        self.to_child = Connection(os.dup(self.proc.stdin.fileno()), readable=False)
-        self.from_child = Connection(os.dup(self.proc.stdout.fileno()), writable=False)
-        self.proc.stdin.close()
-        self.proc.stdout.close()
+        self.proc, self.to_child, self.from_child = spawn_module("webtext.pipeline.sandbox")
         self.ready = False
         self.started = time.monotonic()
         self.done = 0
@@ -318,10 +314,7 @@ class ExtractorPool:
 # -- the child process
 
 def _child_main() -> None:
-    # The pipes are fds 0 and 1; move the answers off fd 1 so a stray print cannot corrupt them.
-    requests = Connection(0, writable=False)
-    answers = Connection(os.dup(1), readable=False)
-    os.dup2(2, 1)
+    requests, answers = child_pipes()
     settings, memory_mb = requests.recv()
     if memory_mb:
         import resource
