@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import shutil
 import statistics
 import sys
 import tempfile
@@ -83,6 +84,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="local processes per stage (--workers)")
     parser.add_argument("--quick", action="store_true", help="200 pages, 1 repeat")
+    parser.add_argument("--keep", type=Path, default=None, help="copy the last build's output root here")
     args = parser.parse_args()
     if args.quick:
         args.pages, args.repeats, args.duplicates = 200, 1, 20
@@ -116,6 +118,10 @@ def main() -> int:
             stage_seconds = {s: e["seconds"] for s, e in report["stages"].items() if e["seconds"] is not None}
             print(f"repeat {r + 1}: build {builds[-1]:.1f}s, ceiling {ceilings[-1]:.1f}s; stages "
                   + ", ".join(f"{s} {v:.1f}s" for s, v in stage_seconds.items()), file=sys.stderr)
+        if args.keep:
+            shutil.rmtree(args.keep, ignore_errors=True)
+            shutil.copytree(root, args.keep)
+            shutil.copy(dump, args.keep / dump.name)
     conn.send("stop")
     server.join(5)
     b, c = statistics.median(builds), statistics.median(ceilings)

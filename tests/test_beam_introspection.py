@@ -1,0 +1,72 @@
+"""The memoised Beam DoFn introspection (webtext.pipeline.beam.memoize_beam_introspection) answers as Beam's
+own does, and stateful DoFns still run."""
+
+import apache_beam as beam
+from apache_beam.coders import VarIntCoder
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms import userstate
+from apache_beam.transforms.core import CallableWrapperDoFn
+from apache_beam.typehints import decorators
+
+from webtext.pipeline import beam as webtext_beam  # noqa: F401  (installs the memo)
+
+TOTAL = userstate.ReadModifyWriteStateSpec("total", VarIntCoder())
+
+
+class RunningTotal(beam.DoFn):
+    def process(self, element, total=beam.DoFn.StateParam(TOTAL)):
+        key, value = element
+        now = (total.read() or 0) + value
+        total.write(now)
+        yield key, now
+
+
+class Plain(beam.DoFn):
+    def process(self, element):
+        yield element
+
+
+class Helper:
+    def method(self, element, total=beam.DoFn.StateParam(TOTAL)):
+        return element
+
+
+def original_specs(dofn):
+    # the memo wraps Beam's function; its closure holds the original
+    original = next(c.cell_contents for c in userstate.get_dofn_specs.__closure__
+                    if callable(c.cell_contents) and c.cell_contents.__name__ == "get_dofn_specs")
+    return original(dofn)
+
+
+def test_the_memo_is_installed():
+    assert getattr(decorators.get_signature, "memoized", False)
+    assert userstate.get_dofn_specs.__module__ == "webtext.pipeline.beam"
+
+
+def test_specs_equal_beams_own_for_stateful_plain_and_wrapped_dofns():
+    for dofn in (RunningTotal(), Plain(), CallableWrapperDoFn(lambda x: x), CallableWrapperDoFn(len)):
+        for _ in range(2):  # computed, then remembered
+            assert userstate.get_dofn_specs(dofn) == original_specs(dofn)
+    assert userstate.get_dofn_specs(RunningTotal()) == ({TOTAL}, set())
+    assert userstate.is_stateful_dofn(RunningTotal()) and not userstate.is_stateful_dofn(Plain())
+
+
+def test_a_bound_method_set_on_the_instance_is_seen():
+    wrapped = Plain()
+    assert userstate.get_dofn_specs(wrapped) == (set(), set())
+    wrapped.extra = Helper().method  # a bound method with a state parameter, set on this instance only
+    assert userstate.get_dofn_specs(wrapped) == ({TOTAL}, set()) == original_specs(wrapped)
+    assert userstate.get_dofn_specs(Plain()) == (set(), set())
+
+
+def test_signatures_of_bound_methods_drop_self():
+    assert list(decorators.get_signature(Helper().method).parameters) == ["element", "total"]
+    assert list(decorators.get_signature(Helper.method).parameters) == ["self", "element", "total"]
+
+
+def test_a_stateful_dofn_still_runs():
+    with beam.Pipeline() as p:
+        out = (p | beam.Create([("a", 1), ("a", 2), ("b", 5)])
+               | beam.ParDo(RunningTotal())
+               | beam.CombinePerKey(max))
+        assert_that(out, equal_to([("a", 3), ("b", 5)]))
