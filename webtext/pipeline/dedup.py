@@ -15,8 +15,10 @@ import argparse
 import collections
 import dataclasses
 import hashlib
+import itertools
 import sys
 import typing
+import zlib
 from typing import Iterable
 
 import apache_beam as beam
@@ -186,9 +188,11 @@ def warm_up(_task) -> None:
 
 def sketch_row_group(task, cfg: DedupConfig, hasher: minhash.MinHasher, lsh: tuple[int, int],
                      signatures: bool = True) -> tuple[list, list, dict]:
-    """(sketches, errors, counts) of one row group of a documents file. A sketch is
-    (exact_key, (doc_id, score, band keys as bytes, or None when the document stays out of LSH)).
-    `hasher` and `lsh` (bands, rows) come made: a local process then never imports datasketch."""
+    """([sketches], errors, counts) of one row group of a documents file. Its sketches are one columnar
+    batch (doc_ids, scores, exact_keys, band_keys), a list each, in row order; a document's band keys are
+    bytes, or None when it stays out of LSH (or `signatures` is false). A batch, not an element per
+    document: the runner's cost is per element. `hasher` and `lsh` (bands, rows) come made: a local process
+    then never imports datasketch."""
     table = datasets.read_row_group(task, SKETCH_COLUMNS + ["url"])
     counts = collections.Counter()
     errors = _input_errors(table)
@@ -196,11 +200,11 @@ def sketch_row_group(task, cfg: DedupConfig, hasher: minhash.MinHasher, lsh: tup
         counts[f"error_{e['reason']}"] += 1
     valid = table.filter(_valid_mask(table))
     bands, rows = lsh
-    sketches, sigs, with_sig = [], [], []
-    for doc_id, text, score in zip(valid.column("doc_id").to_pylist(), valid.column("text").to_pylist(),
-                                   valid.column("score").to_pylist()):
+    doc_ids, scores = valid.column("doc_id").to_pylist(), valid.column("score").to_pylist()
+    keys, band_keys, sigs, with_sig = [], [None] * len(doc_ids), [], []
+    for i, text in enumerate(valid.column("text").to_pylist()):
         normalized = minhash.normalize(text)
-        sketches.append((minhash.exact_key(normalized), (doc_id, score, None)))
+        keys.append(minhash.exact_key(normalized))
         if not signatures:
             continue
         if not normalized:
@@ -209,14 +213,12 @@ def sketch_row_group(task, cfg: DedupConfig, hasher: minhash.MinHasher, lsh: tup
         if normalized.count(" ") + 1 < cfg.ngram:
             counts["shorter_than_shingle"] += 1
         sigs.append(hasher.signature(minhash.shingle_hashes(normalized, cfg.ngram)))
-        with_sig.append(len(sketches) - 1)
+        with_sig.append(i)
     if sigs:
-        keys = minhash.band_keys(np.stack(sigs), bands, rows)
-        for i, k in zip(with_sig, keys):
-            key, (doc_id, score, _) = sketches[i]
-            sketches[i] = key, (doc_id, score, k.tobytes())
-    counts["documents_in"] += len(sketches)
-    return sketches, errors, dict(counts)
+        for i, k in zip(with_sig, minhash.band_keys(np.stack(sigs), bands, rows)):
+            band_keys[i] = k.tobytes()
+    counts["documents_in"] += len(doc_ids)
+    return [(doc_ids, scores, keys, band_keys)], errors, dict(counts)
 
 
 def payload_row_group(task, cfg: DedupConfig, hasher: minhash.MinHasher, wanted: frozenset) -> list[tuple[str, bytes]]:
@@ -295,31 +297,74 @@ def input_schema(docs_dir: str) -> pa.Schema:
 
 
 META, EXACT_EDGES = "meta", "exact_edges"
+EXACT_PARTITIONS = 64   # exact keys are grouped in this many parts (columnar: the work is per part)
+META_PARTITIONS = 64    # documents' (score, exact key) are joined with their clusters in this many parts
+
+
+def doc_partition(doc_id: str, partitions: int) -> int:
+    """The part of a doc_id: the same in every process (crc32, not the salted `hash`)."""
+    return zlib.crc32(doc_id.encode("utf-8")) % partitions
+
+
+def _split_batch(batch, part_of, partitions: int):
+    """A columnar batch -> (part, sub-batch) for each part it has rows in, rows in their order."""
+    columns = batch
+    rows_of = collections.defaultdict(list)
+    for i, part in enumerate(part_of(columns, partitions)):
+        rows_of[part].append(i)
+    for part in sorted(rows_of):
+        rows = rows_of[part]
+        yield part, tuple([column[i] for i in rows] for column in columns)
+
+
+def _exact_parts(columns, partitions):
+    return [int(key[:8], 16) % partitions for key in columns[2]]
+
+
+def _meta_parts(columns, partitions):
+    return [doc_partition(doc_id, partitions) for doc_id in columns[0]]
+
+
+class _ExactPartitions(beam.DoFn):
+    def process(self, batch):
+        yield from _split_batch(batch, _exact_parts, EXACT_PARTITIONS)
+
+
+class _MetaPartitions(beam.DoFn):
+    """Sketch batches -> (part, [(doc_id, score, exact_key), ...]): what the clusters need of every document."""
+
+    def process(self, batch):
+        for part, (ids, scores, keys, _) in _split_batch(batch, _meta_parts, META_PARTITIONS):
+            yield part, list(zip(ids, scores, keys))
 
 
 @beam.typehints.with_output_types(typing.Any)  # main and tagged outputs mixed
 class _ExactGroups(beam.DoFn):
-    """Documents with one exact key: the smallest doc_id represents them in LSH; the others are linked to
-    it by an edge. Every document's (score, exact_key) goes out for choosing what to keep."""
+    """One part of the exact keys: documents with one exact key are represented in LSH by the smallest
+    doc_id, and the others are linked to it by an edge (tagged EXACT_EDGES). The representatives go out in
+    lists of (doc_id, band keys) for LSH."""
 
     def __init__(self, count: Count):
         self.count = count
 
     def process(self, element):
-        key, members = element
-        by_id = {}
-        for doc_id, score, bands in members:
-            by_id.setdefault(doc_id, []).append((score, bands))
-        rep = min(by_id)
-        for doc_id, entries in sorted(by_id.items()):
-            yield beam.pvalue.TaggedOutput(META, (doc_id, [(score, key) for score, _ in entries]))
-            if doc_id != rep:
+        _, chunks = element
+        # (a doc_id given twice with one text has the same band keys twice: which comes first is moot)
+        members = sorted(((key, doc_id, bands) for ids, _, keys, band_keys in chunks
+                          for doc_id, key, bands in zip(ids, keys, band_keys)), key=lambda m: m[:2])
+        reps = []
+        for _, group in itertools.groupby(members, key=lambda m: m[0]):
+            group = list(group)
+            rep, rep_bands = group[0][1], group[0][2]
+            ids = sorted({m[1] for m in group})
+            for doc_id in ids[1:]:
                 yield beam.pvalue.TaggedOutput(EXACT_EDGES, (doc_id, rep))
-        if len(by_id) > 1:
-            self.count("exact_groups")
-        bands = by_id[rep][0][1]
-        if bands is not None:
-            yield rep, bands
+            if len(ids) > 1:
+                self.count("exact_groups")
+            if rep_bands is not None:
+                reps.append((rep, rep_bands))
+        for start in range(0, len(reps), LSH_BATCH):
+            yield reps[start:start + LSH_BATCH]
 
 
 class _BandPartitions(beam.DoFn):
@@ -357,7 +402,8 @@ class _BucketEdges(beam.DoFn):
 
 
 class LshCandidates(beam.PTransform):
-    """(doc_id, band keys) -> candidate edges (child, parent): documents sharing a bucket in some band."""
+    """Lists of (doc_id, band keys) -> candidate edges (child, parent): documents sharing a bucket in some
+    band."""
 
     def __init__(self, bands: int, partitions: int, all_pairs_upto: int, count: Count):
         super().__init__()
@@ -365,7 +411,6 @@ class LshCandidates(beam.PTransform):
 
     def expand(self, sketches):
         return (sketches
-                | "Batch" >> beam.BatchElements(min_batch_size=LSH_BATCH, max_batch_size=LSH_BATCH)
                 | "Partition" >> beam.ParDo(_BandPartitions(self.bands, self.partitions))
                 | "GroupPartitions" >> beam.GroupByKey()
                 | "Buckets" >> beam.ParDo(_BucketEdges(self.all_pairs_upto, self.count)))
@@ -431,31 +476,39 @@ class VerifyCandidates(beam.PTransform):
 # Clusters and the documents kept
 
 def _membership(star):
+    """A settled star edge -> (part, (doc_id, root)) for the child and for the root."""
     child, parent = star
-    return [(child, parent), (parent, parent)]
+    return [(doc_partition(child, META_PARTITIONS), (child, parent)),
+            (doc_partition(parent, META_PARTITIONS), (parent, parent))]
 
 
 @beam.typehints.with_output_types(typing.Any)  # main and tagged outputs mixed
 class _Members(beam.DoFn):
-    """(doc_id, {meta, root}) -> (root, (doc_id, score, exact_key)) for documents in a cluster; a doc_id
-    that came in more than once is an input error and joins no cluster."""
+    """One part of the doc_ids, {meta, root} -> (root, (doc_id, score, exact_key)) for documents in a
+    cluster; a doc_id that came in more than once is an input error (tagged "duplicate") and joins no
+    cluster."""
 
     def __init__(self, count: Count):
         self.count = count
 
     def process(self, element):
-        doc_id, grouped = element
-        metas = [m for entries in grouped[META] for m in entries]
-        if len(metas) > 1:
-            self.count("error_duplicate_doc_id", len(metas))
-            yield beam.pvalue.TaggedOutput("duplicate", (doc_id, len(metas)))
-            return
-        roots = set(grouped["root"])
-        if roots and metas:
-            # More than one root only before the components settle; that pass's output is then replaced.
-            root = min(roots)
-            score, key = metas[0]
-            yield root, (doc_id, score, key)
+        _, grouped = element
+        metas = collections.defaultdict(list)
+        for chunk in grouped[META]:
+            for doc_id, score, key in chunk:
+                metas[doc_id].append((score, key))
+        roots = collections.defaultdict(set)
+        for doc_id, root in grouped["root"]:
+            roots[doc_id].add(root)
+        for doc_id in sorted(metas):
+            entries = metas[doc_id]
+            if len(entries) > 1:
+                self.count("error_duplicate_doc_id", len(entries))
+                yield beam.pvalue.TaggedOutput("duplicate", (doc_id, len(entries)))
+            elif doc_id in roots:
+                # More than one root only before the components settle; that pass's output is then replaced.
+                score, key = entries[0]
+                yield min(roots[doc_id]), (doc_id, score, key)
 
 
 class _Clusters(beam.DoFn):
@@ -472,7 +525,7 @@ class _Clusters(beam.DoFn):
 
 
 class ResolveClusters(beam.PTransform):
-    """Settled star edges + per-document meta -> clusters-table rows, the doc_ids that are removed (with
+    """Settled star edges + the meta parts (`_MetaPartitions`) -> clusters-table rows, the doc_ids that are removed (with
     their reason), and the number of input rows they are."""
 
     def __init__(self, meta, count: Count):
@@ -501,15 +554,16 @@ class ResolveClusters(beam.PTransform):
 # The stage
 
 def _documents_and_meta(p, docs_dir: str, cfg: DedupConfig, count: Count, signatures: bool, processes: int):
+    """(errors, sketch batches, meta parts, valid row count) of the input documents."""
     sketched = (p
                 | "InputForSketch" >> RowGroups(docs_dir)
                 | "Sketch" >> PoolMap(sketch_row_group, processes, cfg, _hasher(cfg), cfg.lsh(), signatures)
                 | "UnpackSketches" >> beam.ParDo(UnpackResults(count)).with_outputs(ERRORS, main="sketches"))
-    groups = (sketched.sketches
-              | "ByExactKey" >> beam.GroupByKey()
-              | "ExactGroups" >> beam.ParDo(_ExactGroups(count)).with_outputs(META, EXACT_EDGES, main="reps"))
-    valid_rows = sketched.sketches | "ValidRows" >> beam.combiners.Count.Globally()
-    return sketched[ERRORS], groups, valid_rows
+    meta = sketched.sketches | "MetaParts" >> beam.ParDo(_MetaPartitions())
+    valid_rows = (sketched.sketches
+                  | "BatchRows" >> beam.Map(lambda batch: len(batch[0]))
+                  | "ValidRows" >> beam.CombineGlobally(sum))
+    return sketched[ERRORS], sketched.sketches, meta, valid_rows
 
 
 def _write_outputs(p, docs_dir: str, output_dir: str, schema: pa.Schema, stars, meta, valid_rows, errors,
@@ -539,7 +593,11 @@ def build_pipeline(p: beam.Pipeline, docs_dir: str, output_dir: str, cfg: DedupC
     connected components, and the outputs; its settled-or-not star edges are saved under WORK_DIR for
     further passes. Builds without touching the input or the output. `processes`: local processes for the
     work on the documents' text (sketches, verification payloads, the kept documents)."""
-    errors, groups, valid_rows = _documents_and_meta(p, docs_dir, cfg, count, True, processes)
+    errors, sketches, meta, valid_rows = _documents_and_meta(p, docs_dir, cfg, count, True, processes)
+    groups = (sketches
+              | "ExactParts" >> beam.ParDo(_ExactPartitions())
+              | "ByExactPart" >> beam.GroupByKey()
+              | "ExactGroups" >> beam.ParDo(_ExactGroups(count)).with_outputs(EXACT_EDGES, main="reps"))
     bands, rows = cfg.lsh()
     all_pairs_upto = VERIFY_ALL_PAIRS_UPTO if cfg.verify != "none" else 0
     candidates = groups.reps | "LSH" >> LshCandidates(bands, cfg.lsh_partitions, all_pairs_upto, count)
@@ -549,7 +607,7 @@ def build_pipeline(p: beam.Pipeline, docs_dir: str, output_dir: str, cfg: DedupC
              | "AllEdges" >> beam.Flatten()
              | "Components" >> components.ConnectedComponents(STAGE, cfg.cc_rounds))
     _ = stars | "SaveEdges" >> components.WriteEdges(fs.join(output_dir, WORK_DIR, "pass0"))
-    _write_outputs(p, docs_dir, output_dir, schema, stars, groups[META], valid_rows, errors, count, processes)
+    _write_outputs(p, docs_dir, output_dir, schema, stars, meta, valid_rows, errors, count, processes)
 
 
 def graph(p: beam.Pipeline, args: argparse.Namespace) -> None:
@@ -594,10 +652,10 @@ def run_dedup(docs_dir: str, output_dir: str, cfg: DedupConfig, options_for_pass
         for name in (DOCUMENTS, CLUSTERS, ERRORS):
             datasets.remove_dataset(output_dir, name)
         with beam.Pipeline(options=options_for_pass(passes)) as p:
-            errors, groups, valid_rows = _documents_and_meta(p, docs_dir, cfg, count, False, processes)
+            errors, _, meta, valid_rows = _documents_and_meta(p, docs_dir, cfg, count, False, processes)
             stars = (p | "ReadEdges" >> datasets.ReadDataset(final_dir, components.EDGES)
                      | "AsEdges" >> beam.Map(lambda r: (r["child"], r["parent"])))
-            _write_outputs(p, docs_dir, output_dir, schema, stars, groups[META], valid_rows, errors, count,
+            _write_outputs(p, docs_dir, output_dir, schema, stars, meta, valid_rows, errors, count,
                            processes)
         resolved = collect_counters(p.result, STAGE)
         counters = {**counters, **{k: v for k, v in resolved.items() if k != components.UNSETTLED}}
