@@ -165,3 +165,24 @@ def test_jaccards(texts):
     hasher = minhash.MinHasher()
     assert minhash.estimated_jaccard(hasher.signature(ha), hasher.signature(hb)) == pytest.approx(ma.jaccard(mb))
     assert minhash.jaccard([], []) == 1.0
+
+
+@pytest.mark.parametrize("scheme", minhash.SCHEMES)
+def test_batched_shingles_and_signatures_equal_one_text_at_a_time(texts, scheme, monkeypatch):
+    long_text = " ".join(minhash.normalize(t) for t in texts)           # more shingles than PERMUTE_CHUNK
+    norms = [minhash.normalize(t) for t in texts + ODD] + [long_text, "", "a b c d e"]
+    norms = norms[::2] + norms[1::2]  # short, empty and long texts among the others
+    assert len(minhash.shingle_hashes(long_text)) > minhash.PERMUTE_CHUNK
+    hasher = minhash.MinHasher(scheme=scheme)
+    for budget in (minhash.BATCH_BYTES, 5_000):  # one batch; many batches
+        monkeypatch.setattr(minhash, "BATCH_BYTES", budget)
+        monkeypatch.setattr(minhash, "SIGNATURE_BATCH", budget // 4)
+        many = minhash.shingle_hashes_many(norms)
+        assert len(many) == len(norms)
+        for norm, got in zip(norms, many):
+            assert got.dtype == np.uint32 and np.array_equal(got, minhash.shingle_hashes(norm)), norm[:40]
+        sigs = hasher.signatures(many)
+        assert sigs.shape == (len(norms), 128) and sigs.dtype == hasher.dtype
+        for row, hashes in zip(sigs, many):
+            assert np.array_equal(row, hasher.signature(hashes))
+    assert hasher.signatures([]).shape == (0, 128)

@@ -201,22 +201,20 @@ def sketch_row_group(task, cfg: DedupConfig, hasher: minhash.MinHasher, lsh: tup
     valid = table.filter(_valid_mask(table))
     bands, rows = lsh
     doc_ids, scores = valid.column("doc_id").to_pylist(), valid.column("score").to_pylist()
-    keys, band_keys, sigs, with_sig = [], [None] * len(doc_ids), [], []
-    for i, text in enumerate(valid.column("text").to_pylist()):
-        normalized = minhash.normalize(text)
-        keys.append(minhash.exact_key(normalized))
-        if not signatures:
-            continue
-        if not normalized:
-            counts["empty_after_normalisation"] += 1  # kept out of LSH; exact duplicates of each other only
-            continue
-        if normalized.count(" ") + 1 < cfg.ngram:
-            counts["shorter_than_shingle"] += 1
-        sigs.append(hasher.signature(minhash.shingle_hashes(normalized, cfg.ngram)))
-        with_sig.append(i)
-    if sigs:
-        for i, k in zip(with_sig, minhash.band_keys(np.stack(sigs), bands, rows)):
-            band_keys[i] = k.tobytes()
+    normalized = [minhash.normalize(text) for text in valid.column("text").to_pylist()]
+    keys = [minhash.exact_key(n) for n in normalized]
+    band_keys = [None] * len(doc_ids)
+    if signatures:
+        with_sig = [i for i, n in enumerate(normalized) if n]
+        empty = len(doc_ids) - len(with_sig)  # kept out of LSH: exact duplicates of each other only
+        shorter = sum(1 for i in with_sig if normalized[i].count(" ") + 1 < cfg.ngram)
+        for name, n in (("empty_after_normalisation", empty), ("shorter_than_shingle", shorter)):
+            if n:
+                counts[name] += n
+        if with_sig:
+            sigs = hasher.signatures(minhash.shingle_hashes_many([normalized[i] for i in with_sig], cfg.ngram))
+            for i, k in zip(with_sig, minhash.band_keys(sigs, bands, rows)):
+                band_keys[i] = k.tobytes()
     counts["documents_in"] += len(doc_ids)
     return [(doc_ids, scores, keys, band_keys)], errors, dict(counts)
 
@@ -227,14 +225,11 @@ def payload_row_group(task, cfg: DedupConfig, hasher: minhash.MinHasher, wanted:
     table = datasets.read_row_group(task, ["doc_id", "text"])
     table = table.filter(pc.and_(_valid_mask(table), pc.is_in(table.column("doc_id"),
                                                                pa.array(sorted(wanted), pa.string()))))
-    out = []
-    for doc_id, text in zip(table.column("doc_id").to_pylist(), table.column("text").to_pylist()):
-        hashes = minhash.shingle_hashes(minhash.normalize(text), cfg.ngram)
-        if cfg.verify == "exact":
-            out.append((doc_id, np.unique(hashes).tobytes()))  # sorted and distinct, once per document
-        else:
-            out.append((doc_id, hasher.signature(hashes).tobytes()))
-    return out
+    doc_ids = table.column("doc_id").to_pylist()
+    hashes = minhash.shingle_hashes_many([minhash.normalize(t) for t in table.column("text").to_pylist()], cfg.ngram)
+    if cfg.verify == "exact":
+        return [(d, np.unique(h).tobytes()) for d, h in zip(doc_ids, hashes)]  # sorted and distinct, once each
+    return [(d, sig.tobytes()) for d, sig in zip(doc_ids, hasher.signatures(hashes))]
 
 
 def keep_row_group(task, schema: pa.Schema, run_dir: str, dropped: dict[str, str],

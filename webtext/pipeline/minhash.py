@@ -31,6 +31,7 @@ THRESHOLD = 0.8           # Jaccard similarity at which two documents count as n
 FN_WEIGHT = 0.9           # weight of false negatives in datasketch's optimisation (false positives: 1 - it)
 S_CURVE_POINTS = (0.5, 0.7, 0.8, 0.9)
 PERMUTE_CHUNK = 4096      # shingles per permutation matrix (CHUNK x num_perm values): bounds memory
+SIGNATURE_BATCH = 8192    # shingles of several documents permuted together by MinHasher.signatures (~4 MB)
 
 _MAX_HASH32 = np.uint32((1 << 32) - 1)
 _MERSENNE_PRIME = np.uint64((1 << 61) - 1)   # datasketch's _mersenne_prime (legacy scheme)
@@ -75,6 +76,21 @@ def normalize(text: str) -> str:
     if len(out) and out[-1] == _SPACE:
         out = out[:-1]
     return out.tobytes().decode("utf-32-le", "surrogatepass")
+
+
+BATCH_BYTES = 1 << 18         # bytes of text per numpy pass of shingle_hashes_many
+
+
+def _batches(sizes: list[int], budget: int) -> Iterable[tuple[int, int]]:
+    """Consecutive ranges [i, j) of items whose sizes add up to about `budget` (at least one item each)."""
+    i, total = 0, 0
+    for j, size in enumerate(sizes):
+        if total and total + size > budget:
+            yield i, j
+            i, total = j, 0
+        total += size
+    if i < len(sizes):
+        yield i, len(sizes)
 
 
 def exact_key(normalized: str) -> str:
@@ -140,7 +156,11 @@ def shingle_hashes(normalized: str, ngram: int = NGRAM) -> np.ndarray:
     data = normalized.encode("utf-8")
     if not data:
         return np.zeros(0, np.uint32)
-    b = np.frombuffer(data, np.uint8)
+    return _shingles_of_words(_word_hashes(np.frombuffer(data, np.uint8)), ngram)
+
+
+def _word_hashes(b: np.ndarray) -> np.ndarray:
+    """The mixed polynomial hash of every space-separated word of UTF-8 bytes `b` (not empty)."""
     starts = np.concatenate(([0], np.flatnonzero(b == 0x20) + 1))
     ends = np.append(starts[1:] - 1, len(b))
     with np.errstate(over="ignore"):  # the wraparound is the arithmetic (mod 2^64)
@@ -149,12 +169,39 @@ def shingle_hashes(normalized: str, ngram: int = NGRAM) -> np.ndarray:
         prefix = np.zeros(len(b) + 1, np.uint64)
         np.cumsum(b * _powers(len(b), _WORD_BASE), out=prefix[1:])
         words = (prefix[ends] - prefix[starts]) * _powers(len(b) + 1, _WORD_BASE_INVERSE)[starts]
-        words = _splitmix64(words)
+        return _splitmix64(words)
+
+
+def _shingles_of_words(words: np.ndarray, ngram: int) -> np.ndarray:
+    """The 32-bit hash of every run of `ngram` consecutive word hashes (of all of them, when fewer)."""
+    with np.errstate(over="ignore"):
         n = max(len(words) - ngram + 1, 1)
         acc = words[:n].copy()
         for j in range(1, min(ngram, len(words))):
             acc = acc * _SHINGLE_BASE + words[j:j + n]
         return (_splitmix64(acc) >> np.uint64(32)).astype(np.uint32)
+
+
+def shingle_hashes_many(normalized: list[str], ngram: int = NGRAM) -> list[np.ndarray]:
+    """`shingle_hashes` of each normalised text, equal arrays, computed a batch of texts at a time: the
+    texts' words are hashed in one pass, and shingles are taken only within a text (about 20% less time
+    than one call per page)."""
+    datas = [n.encode("utf-8") for n in normalized]
+    out = [np.zeros(0, np.uint32)] * len(datas)
+    full = [i for i, d in enumerate(datas) if d.count(b" ") + 1 >= ngram]  # ngram words or more
+    for i, d in enumerate(datas):
+        if d and d.count(b" ") + 1 < ngram:
+            out[i] = shingle_hashes(normalized[i], ngram)  # shorter than a shingle: one shingle, of it all
+    for a, z in _batches([len(datas[i]) for i in full], BATCH_BYTES):
+        batch = full[a:z]
+        words = _word_hashes(np.frombuffer(b" ".join(datas[i] for i in batch), np.uint8))
+        shingles_all = _shingles_of_words(words, ngram)  # windows across two texts are never taken
+        w = 0
+        for i in batch:
+            count = datas[i].count(b" ") + 1
+            out[i] = shingles_all[w:w + count - ngram + 1]
+            w += count
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -203,6 +250,29 @@ class MinHasher:
                     phv = np.bitwise_and((hv * self.a + self.b) % _MERSENNE_PRIME, _LEGACY_MAX_HASH)
                     np.minimum(sig, phv.min(axis=0), out=sig)
         return sig
+
+    def signatures(self, hashes: list[np.ndarray]) -> np.ndarray:
+        """`signature` of each array of shingle hashes, as rows of one (n, num_perm) array, equal values.
+        Documents are permuted together in blocks of about SIGNATURE_BATCH shingles (the minimum of each
+        document's columns taken with `minimum.reduceat`), so numpy's per-call cost is paid per block:
+        about 40% less time for pages of a few hundred words."""
+        out = np.empty((len(hashes), self.num_perm), self.dtype)
+        lens = [len(h) for h in hashes]
+        together = [i for i, n in enumerate(lens) if 0 < n <= PERMUTE_CHUNK]
+        for i, n in enumerate(lens):
+            if not 0 < n <= PERMUTE_CHUNK or self.scheme != "affine32":
+                out[i] = self.signature(hashes[i])
+        if self.scheme != "affine32":
+            return out
+        with np.errstate(over="ignore"):
+            for a, z in _batches([lens[i] for i in together], SIGNATURE_BATCH):
+                batch = together[a:z]
+                offsets = np.zeros(len(batch), np.int64)
+                np.cumsum([lens[i] for i in batch[:-1]], out=offsets[1:])
+                phv = np.multiply.outer(self.a, _fmix32(np.concatenate([hashes[i] for i in batch]).astype(np.uint32)))
+                phv += self.b[:, None]
+                out[batch] = np.minimum.reduceat(phv, offsets, axis=1).T
+        return out
 
     def signature_of_text(self, normalized: str, ngram: int = NGRAM) -> np.ndarray:
         return self.signature(shingle_hashes(normalized, ngram))
