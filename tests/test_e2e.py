@@ -18,7 +18,7 @@ import pytest
 import zstandard
 
 from conftest import shared_path
-from webtext import build, report as report_mod
+from webtext import build
 from webtext.pipeline import datasets, stats
 from webtext.tokenize import shards
 
