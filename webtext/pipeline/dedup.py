@@ -301,15 +301,13 @@ def doc_partition(doc_id: str, partitions: int) -> int:
     return zlib.crc32(doc_id.encode("utf-8")) % partitions
 
 
-def _split_batch(batch, part_of, partitions: int):
+def _split_batch(columns, part_of, partitions: int):
     """A columnar batch -> (part, sub-batch) for each part it has rows in, rows in their order."""
-    columns = batch
     rows_of = collections.defaultdict(list)
     for i, part in enumerate(part_of(columns, partitions)):
         rows_of[part].append(i)
     for part in sorted(rows_of):
-        rows = rows_of[part]
-        yield part, tuple([column[i] for i in rows] for column in columns)
+        yield part, tuple([column[i] for i in rows_of[part]] for column in columns)
 
 
 def _exact_parts(columns, partitions):
