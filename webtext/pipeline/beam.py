@@ -35,7 +35,9 @@ def memoize_beam_introspection() -> None:
       its function's entry, as its signature without `self` does not depend on the instance;
     - `get_dofn_specs` per DoFn class and the bound methods set on the instance (what it inspects).
     Anything else (builtins, partials, callable objects, DoFns without a `__dict__`) goes to Beam as before;
-    a DoFn Beam rejects is rejected on every call (errors are not kept)."""
+    a DoFn Beam rejects is rejected on every call (errors are not kept). The one difference it makes: a
+    function whose `__signature__`, `__wrapped__` or defaults are changed after Beam first inspected it keeps
+    its first signature. It is installed when this module is imported (every stage imports it)."""
     from apache_beam.transforms import core, ptransform, userstate
     from apache_beam.transforms import util as beam_util
     from apache_beam.typehints import decorators
