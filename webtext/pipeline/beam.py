@@ -76,6 +76,7 @@ def memoize_beam_introspection() -> None:
         return set(state), set(timers)
 
     get_signature.memoized = True
+    get_signature.original, get_dofn_specs.original = original_signature, original_specs
     for module in (decorators, core, ptransform, beam_util):
         if getattr(module, "get_signature", None) is original_signature:
             module.get_signature = get_signature

@@ -349,7 +349,7 @@ class _ExactGroups(beam.DoFn):
         for _, group in itertools.groupby(members, key=lambda m: m[0]):
             group = list(group)
             rep, rep_bands = group[0][1], group[0][2]
-            ids = sorted({m[1] for m in group})
+            ids = list(dict.fromkeys(m[1] for m in group))  # sorted already; a repeated doc_id once
             for doc_id in ids[1:]:
                 yield beam.pvalue.TaggedOutput(EXACT_EDGES, (doc_id, rep))
             if len(ids) > 1:

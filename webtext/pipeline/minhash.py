@@ -187,20 +187,22 @@ def shingle_hashes_many(normalized: list[str], ngram: int = NGRAM) -> list[np.nd
     texts' words are hashed in one pass, and shingles are taken only within a text (about 20% less time
     than one call per page)."""
     datas = [n.encode("utf-8") for n in normalized]
+    words = [d.count(b" ") + 1 if d else 0 for d in datas]
     out = [np.zeros(0, np.uint32)] * len(datas)
-    full = [i for i, d in enumerate(datas) if d.count(b" ") + 1 >= ngram]  # ngram words or more
-    for i, d in enumerate(datas):
-        if d and d.count(b" ") + 1 < ngram:
+    full = []  # texts of ngram words or more
+    for i, n in enumerate(words):
+        if n >= ngram:
+            full.append(i)
+        elif n:
             out[i] = shingle_hashes(normalized[i], ngram)  # shorter than a shingle: one shingle, of it all
     for a, z in _batches([len(datas[i]) for i in full], BATCH_BYTES):
         batch = full[a:z]
-        words = _word_hashes(np.frombuffer(b" ".join(datas[i] for i in batch), np.uint8))
-        shingles_all = _shingles_of_words(words, ngram)  # windows across two texts are never taken
+        shingles_all = _shingles_of_words(_word_hashes(np.frombuffer(b" ".join(datas[i] for i in batch), np.uint8)),
+                                          ngram)  # windows across two texts are never taken
         w = 0
         for i in batch:
-            count = datas[i].count(b" ") + 1
-            out[i] = shingles_all[w:w + count - ngram + 1]
-            w += count
+            out[i] = shingles_all[w:w + words[i] - ngram + 1]
+            w += words[i]
     return out
 
 
@@ -240,38 +242,41 @@ class MinHasher:
             for i in range(0, len(hashes), PERMUTE_CHUNK):
                 chunk = hashes[i:i + PERMUTE_CHUNK]
                 if self.scheme == "affine32":
-                    # (num_perm, chunk), built in place and reduced along its contiguous axis: ~5x faster
-                    # than datasketch's (chunk, num_perm) expression, same values.
-                    phv = np.multiply.outer(self.a, _fmix32(chunk.astype(np.uint32)))
-                    phv += self.b[:, None]
-                    np.minimum(sig, phv.min(axis=1), out=sig)
+                    np.minimum(sig, self._affine32(chunk).min(axis=1), out=sig)
                 else:
                     hv = chunk.astype(np.uint64).reshape(-1, 1)
                     phv = np.bitwise_and((hv * self.a + self.b) % _MERSENNE_PRIME, _LEGACY_MAX_HASH)
                     np.minimum(sig, phv.min(axis=0), out=sig)
         return sig
 
+    def _affine32(self, hashes: np.ndarray) -> np.ndarray:
+        """The affine32 permutations of shingle hashes as a (num_perm, len(hashes)) matrix, built in place and
+        reduced along its contiguous axis: ~5x faster than datasketch's (n, num_perm) expression, same
+        values. Call under np.errstate(over="ignore"): the wraparound is the arithmetic."""
+        phv = np.multiply.outer(self.a, _fmix32(hashes.astype(np.uint32)))
+        phv += self.b[:, None]
+        return phv
+
     def signatures(self, hashes: list[np.ndarray]) -> np.ndarray:
         """`signature` of each array of shingle hashes, as rows of one (n, num_perm) array, equal values.
         Documents are permuted together in blocks of about SIGNATURE_BATCH shingles (the minimum of each
         document's columns taken with `minimum.reduceat`), so numpy's per-call cost is paid per block:
-        about 40% less time for pages of a few hundred words."""
+        about 40% less time for pages of a few hundred words. Empty and long documents (and the legacy
+        scheme) go one at a time through `signature`."""
         out = np.empty((len(hashes), self.num_perm), self.dtype)
-        lens = [len(h) for h in hashes]
-        together = [i for i, n in enumerate(lens) if 0 < n <= PERMUTE_CHUNK]
-        for i, n in enumerate(lens):
-            if not 0 < n <= PERMUTE_CHUNK or self.scheme != "affine32":
-                out[i] = self.signature(hashes[i])
-        if self.scheme != "affine32":
-            return out
+        together = []
+        for i, h in enumerate(hashes):
+            if self.scheme == "affine32" and 0 < len(h) <= PERMUTE_CHUNK:
+                together.append(i)
+            else:
+                out[i] = self.signature(h)
+        lens = [len(hashes[i]) for i in together]
         with np.errstate(over="ignore"):
-            for a, z in _batches([lens[i] for i in together], SIGNATURE_BATCH):
-                batch = together[a:z]
-                offsets = np.zeros(len(batch), np.int64)
-                np.cumsum([lens[i] for i in batch[:-1]], out=offsets[1:])
-                phv = np.multiply.outer(self.a, _fmix32(np.concatenate([hashes[i] for i in batch]).astype(np.uint32)))
-                phv += self.b[:, None]
-                out[batch] = np.minimum.reduceat(phv, offsets, axis=1).T
+            for a, z in _batches(lens, SIGNATURE_BATCH):
+                offsets = np.zeros(z - a, np.int64)
+                np.cumsum(lens[a:z - 1], out=offsets[1:])
+                phv = self._affine32(np.concatenate([hashes[i] for i in together[a:z]]))
+                out[together[a:z]] = np.minimum.reduceat(phv, offsets, axis=1).T
         return out
 
     def signature_of_text(self, normalized: str, ngram: int = NGRAM) -> np.ndarray:

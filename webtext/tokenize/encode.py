@@ -459,14 +459,11 @@ class WriteShard(beam.DoFn):
         offsets = np.zeros(len(perm) + 1, dtype=np.int64)
         np.cumsum(lengths[perm], out=offsets[1:])
         flat = np.empty(int(offsets[-1]), dtype=np_dtype)
-        # Where each document (in arrival order) comes from: its piece, its byte in its run file, its start
-        # in the concatenated lengths (for pieces that carry their tokens).
+        # Where each document (in arrival order) comes from: its piece, and in it either a byte of the run
+        # file or, for a piece that carries its tokens, a token of those.
         piece_of = np.repeat(np.arange(len(pieces)), [len(p.lengths) for p in pieces]).tolist()
-        at = (np.concatenate([p.values_at + p.starts * np_dtype.itemsize for p in pieces]).tolist()
-              if pieces else [])
-        starts = (np.cumsum(lengths) - lengths).tolist()
-        firsts = np.cumsum([0] + [len(p.lengths) for p in pieces]).tolist()
-        piece_start = [starts[f] if f < len(starts) else 0 for f in firsts[:-1]]
+        at = (np.concatenate([p.values_at + p.starts * np_dtype.itemsize if p.tokens is None
+                              else np.cumsum(p.lengths) - p.lengths for p in pieces]).tolist() if pieces else [])
         reader = RunReader()
         try:
             for k, a, b in zip(perm.tolist(), offsets[:-1].tolist(), offsets[1:].tolist()):
@@ -474,8 +471,7 @@ class WriteShard(beam.DoFn):
                 if p.tokens is None:
                     reader.read_into(p.path, at[k], flat[a:b])
                 else:
-                    s = starts[k] - piece_start[piece_of[k]]
-                    flat[a:b] = p.tokens[s:s + b - a]
+                    flat[a:b] = p.tokens[at[k]:at[k] + b - a]
         finally:
             reader.close()
         data = shards.shard_buffer(doc_ids.take(pa.array(perm, pa.int64())), flat, offsets, self.dtype)
