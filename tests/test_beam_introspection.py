@@ -67,3 +67,20 @@ def test_a_stateful_dofn_still_runs():
                | beam.ParDo(RunningTotal())
                | beam.CombinePerKey(max))
         assert_that(out, equal_to([("a", 3), ("b", 5)]))
+
+
+def test_option_views_are_shared_windows_on_the_same_values():
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+    options = PipelineOptions(["--runner=DirectRunner", "--direct_num_workers=3"])
+    view = options.view_as(StandardOptions)
+    assert options.view_as(StandardOptions) is view  # built once
+    assert view.runner == "DirectRunner" and options.view_as(DirectOptions).direct_num_workers == 3
+    view.streaming = True  # a value set through one view is seen through every other, as in Beam
+    assert options.view_as(StandardOptions).streaming and options.get_all_options()["streaming"]
+    fresh = PipelineOptions.view_as.original(options, StandardOptions)  # Beam's own view agrees
+    assert fresh.runner == view.runner and fresh.streaming
+    assert options.get_all_options() == PipelineOptions(
+        ["--runner=DirectRunner", "--direct_num_workers=3", "--streaming"]).get_all_options()
+    other = PipelineOptions(["--runner=DataflowRunner"])  # another options object gets its own views
+    assert other.view_as(StandardOptions).runner == "DataflowRunner" and view.runner == "DirectRunner"
