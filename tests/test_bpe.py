@@ -48,6 +48,19 @@ def test_encode_texts_matches_encode(tok, texts):
     assert [a.tolist() for a in arrays] == [tok.encode(t).ids for t in texts]
 
 
+def test_the_encoders_larger_word_cache_changes_no_id(tok):
+    loaded = Tokenizer.from_str(small_tokenizer_json())
+    loaded.encode_special_tokens = True
+    # The rebuilt model is the same tokenizer: same serialisation, hence the same fingerprint ...
+    assert bpe.tokenizer_fingerprint(tok) == bpe.tokenizer_fingerprint(loaded)
+    assert json.loads(tok.to_str())["model"] == json.loads(loaded.to_str())["model"]
+    # ... and the same ids, on real text (twice: the second pass is served by the cache) and a literal eot.
+    texts = list(real_texts()[:40]) + ["x <|endoftext|> y"]
+    for _ in range(2):
+        assert [a.tolist() for a in bpe.encode_texts(tok, texts, "uint16")] == [
+            e.ids for e in loaded.encode_batch(texts, add_special_tokens=False)]
+
+
 def test_literal_end_of_text_in_a_document_is_ordinary_text(tok):
     text = "before <|endoftext|> after"
     ids = tok.encode(text).ids
