@@ -26,6 +26,15 @@ def test_normalize_folds_case_whitespace_and_punctuation():
     assert minhash.normalize("a_b") == "a b"
 
 
+def test_fold_table_is_folds_of_every_code_point():
+    import sys
+
+    table = minhash._fold_table()
+    expected = np.fromiter((minhash._folds(cp) for cp in range(sys.maxunicode + 1)), bool, sys.maxunicode + 1)
+    assert table.shape == expected.shape and (table == expected).all()
+    assert table[ord(" ")] and table[0x1C] and table[0x200B] and not table[ord("a")] and not table[0x0301]
+
+
 def test_normalize_equals_its_per_character_definition(texts):
     def reference(text):
         folded = "".join(" " if minhash._folds(ord(c)) else c for c in text.casefold())

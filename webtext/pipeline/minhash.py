@@ -45,15 +45,24 @@ def _folds(cp: int) -> bool:
     """Whether normalisation folds this code point into a space: punctuation, symbols, separators,
     control and format characters, whitespace."""
     c = chr(cp)
-    cat = unicodedata.category(c)
-    return cat[0] in "PSZ" or cat in ("Cc", "Cf") or c.isspace()
+    return _folded_category(unicodedata.category(c)) or c.isspace()
+
+
+def _folded_category(cat: str) -> bool:
+    return cat[0] in "PSZ" or cat in ("Cc", "Cf")
 
 
 @functools.cache
 def _fold_table() -> np.ndarray:
-    """One bool per code point (1.1 MB): True where normalisation folds it. Built once per process
-    (about a second); one numpy lookup per character then replaces a regex over the text (~4x faster)."""
-    return np.fromiter((_folds(cp) for cp in range(sys.maxunicode + 1)), bool, sys.maxunicode + 1)
+    """One bool per code point (1.1 MB): True where normalisation folds it (`_folds` of every code point).
+    Built once per process (~0.2 s: the per-code-point calls run in C, through map); one numpy lookup per
+    character then replaces a regex over the text (~4x faster)."""
+    size = sys.maxunicode + 1
+    categories = list(map(unicodedata.category, map(chr, range(size))))
+    folded = {cat: _folded_category(cat) for cat in set(categories)}
+    table = np.fromiter(map(folded.__getitem__, categories), bool, size)
+    table[[ord(c) for c in filter(str.isspace, map(chr, range(size)))]] = True
+    return table
 
 
 _SPACE = np.uint32(0x20)
