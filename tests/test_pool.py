@@ -70,3 +70,28 @@ def test_children_are_reused_by_the_next_pool_and_prestarted_ones_warm_up():
             results += tp.submit(square_and_pid, 3, 0) + tp.drain()
         assert sorted(r for r, _ in results) == [1, 4, 9]   # warm-up answers never reach the results
         assert {p for _, p in results} <= idle                # no new interpreter was started
+
+
+def tick_in_child(n, stage):
+    from webtext.pipeline import progress
+
+    progress.tick(stage, n)
+    progress.flush()
+    return os.getpid()
+
+
+def test_every_progress_run_counts_from_zero_here_and_in_reused_children():
+    from webtext.pipeline import progress
+
+    children = set()
+    for _ in range(2):  # two runs of one stage in one process, the second with the first's children
+        with progress.Progress("stagex", total=7):
+            directory = os.environ[progress.ENV]
+            progress.tick("stagex", 3)
+            progress.flush()
+            with pool.TaskPool(2) as p:
+                pids = p.submit(tick_in_child, 2, "stagex") + p.submit(tick_in_child, 2, "stagex") + p.drain()
+            children |= set(pids)
+            assert os.getpid() not in pids
+            assert progress._total(directory, "stagex") == 7  # not the first run's counts, none lost
+    assert len(children) == 2  # the second run's tasks ran in the same (reused) children

@@ -24,6 +24,13 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
 
 
+PROGRESS_ENV = "WEBTEXT_PROGRESS_DIR"  # progress.ENV (not imported: a child starts with what its tasks import)
+
+
+def _progress_dir() -> str | None:
+    return os.environ.get(PROGRESS_ENV)
+
+
 class TaskError(RuntimeError):
     """`fn` raised in a child: a bug (bad records are the function's to report), so the stage stops."""
 
@@ -94,7 +101,7 @@ def prestart(processes: int, warm_up: Callable[..., Any] | None = None, *args) -
     while len(_IDLE) < processes:
         child = _Child()
         if warm_up is not None:
-            child.to_child.send((warm_up, None, args))
+            child.to_child.send((warm_up, None, args, _progress_dir()))
             child.busy = child.warming = True
         _IDLE.append(child)
 
@@ -138,7 +145,7 @@ class TaskPool:
         while all(c.busy for c in self._children):
             done += self._wait_once()
         child = next(c for c in self._children if not c.busy)
-        child.to_child.send((fn, task, args))
+        child.to_child.send((fn, task, args, _progress_dir()))
         child.busy = True
         return done
 
@@ -204,7 +211,12 @@ def _child_main() -> None:
             continue
         if message is None:
             return
-        fn, task, args = message
+        fn, task, args, progress_dir = message
+        # Children outlive a stage: each task reports its progress where the parent shows it now.
+        if progress_dir:
+            os.environ[PROGRESS_ENV] = progress_dir
+        else:
+            os.environ.pop(PROGRESS_ENV, None)
         try:
             answers.send(("ok", fn(task, *args)))
         except Exception:

@@ -16,7 +16,7 @@ import time
 
 ENV = "WEBTEXT_PROGRESS_DIR"
 _FLUSH_SECONDS = 0.5
-_counts: dict[str, int] = {}
+_counts: dict[tuple[str, str], int] = {}  # (progress directory, stage) -> items: a new run starts from 0
 _last_flush = 0.0
 
 
@@ -25,7 +25,8 @@ def tick(stage: str, n: int = 1) -> None:
     directory = os.environ.get(ENV)
     if not directory:
         return
-    _counts[stage] = _counts.get(stage, 0) + n
+    key = (directory, stage)
+    _counts[key] = _counts.get(key, 0) + n
     now = time.monotonic()
     if now - _last_flush >= _FLUSH_SECONDS:
         _last_flush = now
@@ -36,7 +37,9 @@ def flush(directory: str | None = None) -> None:
     directory = directory or os.environ.get(ENV)
     if not directory:
         return
-    for stage, count in _counts.items():
+    for (where, stage), count in list(_counts.items()):
+        if where != directory:
+            continue
         path = os.path.join(directory, f"{stage}.{os.getpid()}.{threading.get_ident()}")
         tmp = path + ".tmp"
         try:
