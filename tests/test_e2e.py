@@ -67,7 +67,7 @@ def built(tmp_path_factory):
             "extract": {"min_words": 50},
             "dedup": {},
             "tokenizer": {"vocab_size": 600},
-            "encode": {"val_fraction": 0.05, "shard_tokens": 60000},
+            "encode": {"val_fraction": 0.2, "shard_tokens": 60000},
         }
         first = build.build(job, runner_overrides={}, log=lambda m: None)
         logged = []
@@ -145,13 +145,13 @@ block_size = 32
 [train]
 batch_size = 8
 grad_accum = 1
-max_steps = 40
+max_steps = 80
 learning_rate = 3e-3
 warmup_steps = 5
 log_every = 5
-eval_every = 40
-eval_batches = 2
-checkpoint_every = 40
+eval_every = 80
+eval_batches = 16
+checkpoint_every = 80
 device = "cpu"
 """)
     summary = train.train(str(built["root"] / "shards"), job, str(tmp_path / "run"), progress=False)
@@ -160,7 +160,10 @@ device = "cpu"
     val = [r["val_loss"] for r in lines if "val_loss" in r]
     vocab = orjson.loads((built["root"] / "shards" / shards.MANIFEST).read_bytes())["tokenizer"]["vocab_size"]
     # One batch's loss is noisy at this size: the trend over the logged steps and the held-out loss against
-    # guessing uniformly over the vocabulary (ln V nats) show the learning.
+    # guessing uniformly over the vocabulary (ln V nats) show the learning. The URLs carry the server's
+    # random port, so which documents are val changes from run to run: val is a fifth of the corpus and
+    # 16 batches are evaluated, so the held-out loss does not hang on a handful of pages (5% and 2 batches
+    # gave 5.5 to 6.2 nats over runs; this gives 5.60 to 5.69).
     assert sum(losses[-3:]) / 3 < losses[0] - 0.3, (losses, summary)
     assert val and val[-1] < math.log(vocab) - 0.5, (val, vocab)
 
