@@ -222,3 +222,13 @@ def test_plan_keeps_the_best_final_row_and_refetches_transient_ones():
     assert plan_link([link], [], count) == [("fetch", link)]
     assert plan_link([], [ok], count) == []
     assert (totals["resume_kept"], totals["resume_retried"], totals["stale_log_rows"]) == (2, 1, 1)
+
+
+def test_host_groups_are_bounded_in_size_and_keep_every_local_process_busy():
+    from webtext.pipeline.fetch import num_host_groups
+
+    assert num_host_groups(0, 256) == 1 and num_host_groups(1, 256, processes=4) == 1
+    assert num_host_groups(50, 256) == 1 and num_host_groups(50, 256, processes=2) == 2
+    assert num_host_groups(3, 256, processes=8) == 3            # never a group without a host to give it
+    assert num_host_groups(1000, 256, processes=2) == 4         # size bound first ...
+    assert num_host_groups(1000, 10, processes=2) == 100

@@ -207,6 +207,14 @@ class PlanLinks(beam.DoFn):
                 yield beam.pvalue.TaggedOutput("logged", row)
 
 
+def num_host_groups(hosts: int, hosts_per_group: int, processes: int = 1) -> int:
+    """Host groups for `hosts` hosts: groups of at most `hosts_per_group`, and at least one per local process
+    (while there are hosts), so a crawl of fewer hosts than one group still keeps every process busy. Each
+    group keeps its hosts' politeness, and the records of a page do not depend on its group (only the WARC
+    file that holds them does)."""
+    return max(1, math.ceil(hosts / hosts_per_group), min(processes, hosts))
+
+
 def group_of(host: str, num_groups: int) -> int:
     return datasets.stable_hash(host or "") % num_groups
 
@@ -272,7 +280,7 @@ def build_pipeline(p, links_dir: str, output_dir: str, previous_files: list[str]
                   | "Hosts" >> beam.Map(lambda r: r["host"])
                   | "DistinctHosts" >> beam.Distinct()
                   | "CountHosts" >> beam.combiners.Count.Globally()
-                  | "NumGroups" >> beam.Map(lambda n: max(1, math.ceil(n / hosts_per_group))))
+                  | "NumGroups" >> beam.Map(num_host_groups, hosts_per_group, processes))
     fetched = (to_fetch
                | "KeyByHostGroup" >> beam.Map(lambda r, n: (group_of(r["host"], n), r),
                                               n=beam.pvalue.AsSingleton(num_groups))
