@@ -135,19 +135,33 @@ def run_webtext(docs: str, tok: str, workers: int, shard_tokens: int) -> dict:
                               job_name=None, max_num_workers=None, machine_type=None, beam_option=[])
     try:
         t = time.perf_counter()
-        manifest = encode.run(docs, tok, out, encode.EncodeConfig(shard_tokens=shard_tokens), pipeline_options(args, "encode"))
+        manifest = encode.run(docs, tok, out, encode.EncodeConfig(shard_tokens=shard_tokens),
+                              pipeline_options(args, "encode"))
         return {"seconds": time.perf_counter() - t, "tokens": manifest["totals"]["tokens"]}
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
 
+_CEILING_TOKENIZERS: dict = {}
+
+
+def _ceiling_tokenizer(tok_dir: str):
+    """One tokenizer per process, as the stage keeps one (`encode.encoding_tokenizer`): a tokenizer made and
+    dropped for every repeat leaves ~50-90 MB behind once it has encoded (tokenizers 0.23), and this process,
+    which runs the stage too, slowed down run after run as it grew (ceiling_fast 4.5 -> 2.7 MB/s over 5
+    repeats, while the methods in fresh processes held steady)."""
+    from webtext.tokenize import bpe
+
+    if tok_dir not in _CEILING_TOKENIZERS:
+        _CEILING_TOKENIZERS[tok_dir] = bpe.for_encoding(bpe.load(tok_dir))
+    return _CEILING_TOKENIZERS[tok_dir]
+
+
 def run_ceiling(docs: str, tok_dir: str, fast: bool) -> dict:
     import numpy as np
 
-    from webtext.tokenize import bpe
-
     texts = load_texts(docs)
-    tok = bpe.for_encoding(bpe.load(tok_dir))
+    tok = _ceiling_tokenizer(tok_dir)
     batches, batch, size = [], [], 0
     for t in texts:
         batch.append(t)
@@ -372,10 +386,13 @@ def main() -> int:
         best = "ceiling_fast" if med.get("ceiling_fast", 0) >= med.get("ceiling", 0) else "ceiling"
         paired = [b["seconds"] / a["seconds"] for a, b in zip(results[stage], results[best])]
         print(f"\nwebtext / ceiling (the faster encode call) = {w / ceiling:.2f} (goal >= {GOAL_RATIO}); "
-              f"per repeat: {', '.join(f'{x:.2f}' for x in paired)}")
+              f"per repeat: {', '.join(f'{x:.2f}' for x in paired)}; median of those {statistics.median(paired):.2f}")
         for m in ("nanogpt", "datatrove"):
             if m in med:
-                print(f"webtext / {m} = {w / med[m]:.2f} (goal > 1)")
+                # Paired by repeat (run back to back), so a slow spell of the machine hits both sides.
+                paired = [b["seconds"] / a["seconds"] for a, b in zip(results[stage], results[m])]
+                print(f"webtext / {m} = {w / med[m]:.2f} (goal > 1); per repeat: "
+                      f"{', '.join(f'{x:.2f}' for x in paired)}; median of those {statistics.median(paired):.2f}")
     if stage in peak:
         small = corpus_dir(args.cache_dir, texts, args.mb / 4)
         r = measure(stage, small, tok, args.workers, args.shard_tokens)

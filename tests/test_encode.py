@@ -276,3 +276,15 @@ def test_run_reader_reads_spans_by_byte_offset_and_refuses_a_short_read(tmp_path
     finally:
         reader.close()
     assert reader.open == {}
+
+
+def test_a_process_keeps_one_encoding_tokenizer_while_the_file_is_the_same(tmp_path):
+    path = tmp_path / "tokenizer.json"
+    path.write_text(small_tokenizer_json())
+    first = encode.encoding_tokenizer(str(path))
+    assert encode.encoding_tokenizer(str(path)) is first and first.encode_special_tokens
+    changed = Tokenizer.from_str(small_tokenizer_json())
+    changed.add_tokens(["zzzextra"])
+    path.write_text(changed.to_str())
+    other = encode.encoding_tokenizer(str(path))
+    assert other is not first and bpe.vocab_size(other) == bpe.vocab_size(first) + 1
