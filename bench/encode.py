@@ -142,26 +142,16 @@ def run_webtext(docs: str, tok: str, workers: int, shard_tokens: int) -> dict:
         shutil.rmtree(out, ignore_errors=True)
 
 
-_CEILING_TOKENIZERS: dict = {}
-
-
-def _ceiling_tokenizer(tok_dir: str):
-    """One tokenizer per process, as the stage keeps one (`encode.encoding_tokenizer`): a tokenizer made and
-    dropped for every repeat leaves ~50-90 MB behind once it has encoded (tokenizers 0.23), and this process,
-    which runs the stage too, slowed down run after run as it grew (ceiling_fast 4.5 -> 2.7 MB/s over 5
-    repeats, while the methods in fresh processes held steady)."""
-    from webtext.tokenize import bpe
-
-    if tok_dir not in _CEILING_TOKENIZERS:
-        _CEILING_TOKENIZERS[tok_dir] = bpe.for_encoding(bpe.load(tok_dir))
-    return _CEILING_TOKENIZERS[tok_dir]
-
-
 def run_ceiling(docs: str, tok_dir: str, fast: bool) -> dict:
     import numpy as np
 
+    from webtext.tokenize import encode
+
     texts = load_texts(docs)
-    tok = _ceiling_tokenizer(tok_dir)
+    # The stage's own per-process tokenizer: one made and dropped per repeat leaves ~50-90 MB behind once it
+    # has encoded (tokenizers 0.23), and this process, which runs the stage too, slowed run after run
+    # (ceiling_fast 4.5 -> 2.7 MB/s over 5 repeats while the methods in fresh processes held steady).
+    tok = encode.encoding_tokenizer(tok_dir)
     batches, batch, size = [], [], 0
     for t in texts:
         batch.append(t)
@@ -303,6 +293,12 @@ def measure(method: str, docs: str, tok: str, workers: int, shard_tokens: int = 
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def paired(ours: list[dict], theirs: list[dict]) -> str:
+    """Speed ratios repeat by repeat (the two ran back to back, so a slow spell of the machine hits both)."""
+    ratios = [b["seconds"] / a["seconds"] for a, b in zip(ours, theirs)]
+    return f"per repeat: {', '.join(f'{x:.2f}' for x in ratios)}; median of those {statistics.median(ratios):.2f}"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mb", type=float, default=200.0, help="corpus size in MB of text (default: 200)")
@@ -384,15 +380,11 @@ def main() -> int:
             print(f"{m:<14}  skipped: {skipped[m]}")
     if ceiling and w:
         best = "ceiling_fast" if med.get("ceiling_fast", 0) >= med.get("ceiling", 0) else "ceiling"
-        paired = [b["seconds"] / a["seconds"] for a, b in zip(results[stage], results[best])]
         print(f"\nwebtext / ceiling (the faster encode call) = {w / ceiling:.2f} (goal >= {GOAL_RATIO}); "
-              f"per repeat: {', '.join(f'{x:.2f}' for x in paired)}; median of those {statistics.median(paired):.2f}")
+              + paired(results[stage], results[best]))
         for m in ("nanogpt", "datatrove"):
             if m in med:
-                # Paired by repeat (run back to back), so a slow spell of the machine hits both sides.
-                paired = [b["seconds"] / a["seconds"] for a, b in zip(results[stage], results[m])]
-                print(f"webtext / {m} = {w / med[m]:.2f} (goal > 1); per repeat: "
-                      f"{', '.join(f'{x:.2f}' for x in paired)}; median of those {statistics.median(paired):.2f}")
+                print(f"webtext / {m} = {w / med[m]:.2f} (goal > 1); " + paired(results[stage], results[m]))
     if stage in peak:
         small = corpus_dir(args.cache_dir, texts, args.mb / 4)
         r = measure(stage, small, tok, args.workers, args.shard_tokens)

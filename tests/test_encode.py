@@ -283,6 +283,7 @@ def test_a_process_keeps_one_encoding_tokenizer_while_the_file_is_the_same(tmp_p
     path.write_text(small_tokenizer_json())
     first = encode.encoding_tokenizer(str(path))
     assert encode.encoding_tokenizer(str(path)) is first and first.encode_special_tokens
+    assert encode.encoding_tokenizer(str(tmp_path)) is first  # its directory names the same file
     changed = Tokenizer.from_str(small_tokenizer_json())
     changed.add_tokens(["zzzextra"])
     path.write_text(changed.to_str())

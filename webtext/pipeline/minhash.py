@@ -206,8 +206,8 @@ def shingle_hashes_many(normalized: list[str], ngram: int = NGRAM) -> list[np.nd
             out[i] = shingle_hashes(normalized[i], ngram)  # shorter than a shingle: one shingle, of it all
     for a, z in _batches([len(datas[i]) for i in full], BATCH_BYTES):
         batch = full[a:z]
-        shingles_all = _shingles_of_words(_word_hashes(np.frombuffer(b" ".join(datas[i] for i in batch), np.uint8)),
-                                          ngram)  # windows across two texts are never taken
+        word_hashes = _word_hashes(np.frombuffer(b" ".join(datas[i] for i in batch), np.uint8))
+        shingles_all = _shingles_of_words(word_hashes, ngram)  # windows across two texts are never taken
         w = 0
         for i in batch:
             out[i] = shingles_all[w:w + words[i] - ngram + 1]

@@ -23,12 +23,7 @@ import traceback
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
 
-
-PROGRESS_ENV = "WEBTEXT_PROGRESS_DIR"  # progress.ENV (not imported: a child starts with what its tasks import)
-
-
-def _progress_dir() -> str | None:
-    return os.environ.get(PROGRESS_ENV)
+from webtext.pipeline import progress  # stdlib only: a child still starts with what its tasks import
 
 
 class TaskError(RuntimeError):
@@ -101,7 +96,7 @@ def prestart(processes: int, warm_up: Callable[..., Any] | None = None, *args) -
     while len(_IDLE) < processes:
         child = _Child()
         if warm_up is not None:
-            child.to_child.send((warm_up, None, args, _progress_dir()))
+            child.to_child.send((warm_up, None, args, progress.directory()))
             child.busy = child.warming = True
         _IDLE.append(child)
 
@@ -145,7 +140,7 @@ class TaskPool:
         while all(c.busy for c in self._children):
             done += self._wait_once()
         child = next(c for c in self._children if not c.busy)
-        child.to_child.send((fn, task, args, _progress_dir()))
+        child.to_child.send((fn, task, args, progress.directory()))
         child.busy = True
         return done
 
@@ -212,11 +207,7 @@ def _child_main() -> None:
         if message is None:
             return
         fn, task, args, progress_dir = message
-        # Children outlive a stage: each task reports its progress where the parent shows it now.
-        if progress_dir:
-            os.environ[PROGRESS_ENV] = progress_dir
-        else:
-            os.environ.pop(PROGRESS_ENV, None)
+        progress.report_to(progress_dir)  # children outlive a stage: report where the parent shows it now
         try:
             answers.send(("ok", fn(task, *args)))
         except Exception:

@@ -16,31 +16,46 @@ import time
 
 ENV = "WEBTEXT_PROGRESS_DIR"
 _FLUSH_SECONDS = 0.5
-_counts: dict[tuple[str, str], int] = {}  # (progress directory, stage) -> items: a new run starts from 0
+_directory: str | None = None   # where _counts go; a new directory (a new run) starts them from 0
+_counts: dict[str, int] = {}    # stage -> items this process has done for the run shown in _directory
 _last_flush = 0.0
 
 
+def directory() -> str | None:
+    """Where this process reports progress now (None: nowhere)."""
+    return os.environ.get(ENV)
+
+
+def report_to(where: str | None) -> None:
+    """Report progress to `where` from now on (a long-lived worker process takes each task's)."""
+    if where:
+        os.environ[ENV] = where
+    else:
+        os.environ.pop(ENV, None)
+
+
 def tick(stage: str, n: int = 1) -> None:
-    global _last_flush
-    directory = os.environ.get(ENV)
-    if not directory:
+    global _last_flush, _directory
+    where = directory()
+    if not where:
         return
-    key = (directory, stage)
-    _counts[key] = _counts.get(key, 0) + n
+    if where != _directory:
+        _directory = where
+        _counts.clear()
+    _counts[stage] = _counts.get(stage, 0) + n
     now = time.monotonic()
     if now - _last_flush >= _FLUSH_SECONDS:
         _last_flush = now
-        flush(directory)
+        flush(where)
 
 
-def flush(directory: str | None = None) -> None:
-    directory = directory or os.environ.get(ENV)
-    if not directory:
+def flush(where: str | None = None) -> None:
+    where = where or directory()
+    if not where or where != _directory:
         return
-    for (where, stage), count in list(_counts.items()):
-        if where != directory:
-            continue
-        path = os.path.join(directory, f"{stage}.{os.getpid()}.{threading.get_ident()}")
+    for stage, count in list(_counts.items()):
+        # One file per process: the counts are the process's, whichever thread ticked them.
+        path = os.path.join(where, f"{stage}.{os.getpid()}")
         tmp = path + ".tmp"
         try:
             with open(tmp, "w") as f:

@@ -224,9 +224,11 @@ _ENCODING_TOKENIZER: dict[tuple[str, str], object] = {}
 
 
 def encoding_tokenizer(path: str):
-    """The tokenizer at `path` set up for encoding (`bpe.for_encoding`), one per process: kept for the next
-    run while the file's content is the same. A tokenizer made anew for every run of a long-lived process
-    (tests, benchmarks, a notebook) leaves ~50-90 MB behind once it has encoded (tokenizers 0.23)."""
+    """The tokenizer at `path` (a tokenizer.json or its directory) set up for encoding (`bpe.for_encoding`),
+    one per process: kept for the next run while the file's content is the same. A tokenizer made anew for
+    every run of a long-lived process (tests, benchmarks, a notebook) leaves ~50-90 MB behind once it has
+    encoded (tokenizers 0.23)."""
+    path = tokenizer_source(path)
     data = fs.read_bytes(path)
     key = (path, hashlib.sha256(data).hexdigest())
     if key not in _ENCODING_TOKENIZER:
