@@ -391,3 +391,15 @@ def test_file_links_decides_every_line_as_check_submission_does(tmp_path):
         assert totals == expected
         assert expected["drop_low_karma"] + expected["kept_submissions"] > 1000
         assert len(errors) > 50
+
+
+def test_progress_hears_of_every_line_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(links, "PROGRESS_LINES", 4)
+    path = tmp_path / "RS_x.jsonl"
+    rows = [{"id": f"p{i}", "url": f"http://h{i}.test/a", "score": 5, "created_utc": 1_420_070_400,
+             "is_self": False, "over_18": False, "subreddit": "s"} for i in range(10)]
+    path.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
+    ticks = []
+    _, count = stats.dict_counter()
+    list(links.file_links(str(path), links.LinkRules(before=None), count, tick=ticks.append))
+    assert ticks == [4, 4, 2]  # every PROGRESS_LINES lines, then the rest

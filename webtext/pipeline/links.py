@@ -174,7 +174,7 @@ def file_links(path: str, rules: LinkRules, count: stats.Count,
     """Every line of one dump through the rules: yields (True, (key, submission)) for each kept submission
     and (False, error row) for each line that cannot be used, and a last error row if the file is damaged.
     Counts are kept locally and reported through `count` once, at the end of the file; `tick(n)` (progress)
-    hears of every PROGRESS_LINES lines."""
+    hears of every PROGRESS_LINES lines, and of the rest at the end."""
     c: collections.Counter = collections.Counter()
     low = rules.min_karma if rules.karma == "per-submission" else None
     n_low = lineno = 0
@@ -213,6 +213,8 @@ def file_links(path: str, rules: LinkRules, count: stats.Count,
         c["error_damaged_file"] += 1
         yield False, error_row(STAGE, path, e.lines + 1, "damaged_file", str(e))
     finally:
+        if tick is not None and lineno % PROGRESS_LINES:
+            tick(lineno % PROGRESS_LINES)  # the lines since the last tick: the total is every line read
         c["drop_low_karma"] += n_low
         c["lines_read"] += lineno
         c["files_read"] += 1
