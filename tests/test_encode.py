@@ -284,6 +284,10 @@ def test_a_process_keeps_one_encoding_tokenizer_while_the_file_is_the_same(tmp_p
     first = encode.encoding_tokenizer(str(path))
     assert encode.encoding_tokenizer(str(path)) is first and first.encode_special_tokens
     assert encode.encoding_tokenizer(str(tmp_path)) is first  # its directory names the same file
+    # Every run reads the copy in its own output directory: the same content elsewhere is the same tokenizer.
+    (tmp_path / "run2").mkdir()
+    (tmp_path / "run2" / "tokenizer.json").write_text(small_tokenizer_json())
+    assert encode.encoding_tokenizer(str(tmp_path / "run2")) is first
     changed = Tokenizer.from_str(small_tokenizer_json())
     changed.add_tokens(["zzzextra"])
     path.write_text(changed.to_str())

@@ -220,17 +220,17 @@ def _hashes(fn, values: list) -> np.ndarray:
     return np.fromiter((fn(v) for v in values), dtype=np.uint64, count=len(values))
 
 
-_ENCODING_TOKENIZER: dict[tuple[str, str], object] = {}
+_ENCODING_TOKENIZER: dict[str, object] = {}
 
 
 def encoding_tokenizer(path: str):
     """The tokenizer at `path` (a tokenizer.json or its directory) set up for encoding (`bpe.for_encoding`),
-    one per process: kept for the next run while the file's content is the same. A tokenizer made anew for
-    every run of a long-lived process (tests, benchmarks, a notebook) leaves ~50-90 MB behind once it has
-    encoded (tokenizers 0.23)."""
-    path = tokenizer_source(path)
-    data = fs.read_bytes(path)
-    key = (path, hashlib.sha256(data).hexdigest())
+    one per process: kept for the next run while the file's content is the same, wherever it lies (every run
+    reads the copy in its own output directory). A tokenizer made anew for every run of a long-lived process
+    (`webtext build`, tests, benchmarks, a notebook) leaves ~50-90 MB behind once it has encoded (tokenizers
+    0.23), and the process slows as it grows."""
+    data = fs.read_bytes(tokenizer_source(path))
+    key = hashlib.sha256(data).hexdigest()
     if key not in _ENCODING_TOKENIZER:
         _ENCODING_TOKENIZER.clear()
         _ENCODING_TOKENIZER[key] = bpe.for_encoding(Tokenizer.from_str(data.decode("utf-8")))
