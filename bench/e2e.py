@@ -6,6 +6,10 @@ duplicates under second URLs) from its own process, with no added latency and ho
 politeness. The goal: whole-build wall time <= 1.3x the ceiling, i.e. every stage but extraction is nearly
 free. Medians over --repeats; each build starts from an empty output root.
 
+On Linux it also prints each stage's CPU-seconds (all cores busy time from /proc/stat, the web server's
+included: nothing else should run) and the CPU floor: the build's CPU-seconds spread over every core with no
+idle moment, the least wall time this machine could take for the build as written.
+
     .venv/bin/python bench/e2e.py            # all pages, 3 repeats
     .venv/bin/python bench/e2e.py --quick    # 200 pages, 1 repeat
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import shutil
 import statistics
 import sys
@@ -77,6 +82,36 @@ def ceiling(bodies: list[bytes]) -> float:
     return time.perf_counter() - start
 
 
+def busy_cpu_seconds() -> float | None:
+    """CPU-seconds every core together has been busy since boot (Linux), None where unknown."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class StageCpu:
+    """A `build` log callback that notes the busy CPU-seconds of the machine during each stage."""
+
+    def __init__(self):
+        self.cpu: dict[str, float] = {}
+        self._start: tuple[str, float] | None = None
+
+    def __call__(self, message: str) -> None:
+        stage, _, rest = message.partition("] ")
+        stage = stage.lstrip("[")
+        now = busy_cpu_seconds()
+        if now is None:
+            return
+        if rest.startswith("webtext "):
+            self._start = (stage, now)
+        elif rest.startswith("done") and self._start and self._start[0] == stage:
+            self.cpu[stage] = now - self._start[1]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pages", type=int, default=None, help="real pages served (default: all)")
@@ -93,6 +128,7 @@ def main() -> int:
 
     n = args.pages or len(page_files())
     builds, ceilings, documents = [], [], None
+    build_cpu, ceiling_cpu, stage_rows = [], [], []  # CPU-seconds per repeat; (stage, wall, cpu) per repeat
     # The web is served from its own process, as the real web is elsewhere: its threads must not share
     # this process's interpreter lock with the build (it still shares the cores).
     web = LoopbackWeb(pages=n, bombs=False)
@@ -107,15 +143,23 @@ def main() -> int:
         write_dump(dump, urls)
         bodies = [web.page_bytes(i) for i in range(n)] + [web.page_bytes(i) for i in range(args.duplicates)]
         for r in range(args.repeats):
+            cpu0 = busy_cpu_seconds()
             ceilings.append(ceiling(bodies))
+            cpu1 = busy_cpu_seconds()
             root = Path(tmp) / f"out{r}"
+            stage_cpu = StageCpu()
             start = time.perf_counter()
             report = build.build(job_for(root, dump, web.address, args.workers), runner_overrides={},
-                                 log=lambda m: None)
+                                 log=stage_cpu)
             builds.append(time.perf_counter() - start)
+            cpu2 = busy_cpu_seconds()
+            if cpu0 is not None:
+                ceiling_cpu.append(cpu1 - cpu0)
+                build_cpu.append(cpu2 - cpu1)
             funnel = dict(report["funnel"])
             documents = funnel.get("documents after dedup")
             stage_seconds = {s: e["seconds"] for s, e in report["stages"].items() if e["seconds"] is not None}
+            stage_rows.append({s: (v, stage_cpu.cpu.get(s)) for s, v in stage_seconds.items()})
             print(f"repeat {r + 1}: build {builds[-1]:.1f}s, ceiling {ceilings[-1]:.1f}s; stages "
                   + ", ".join(f"{s} {v:.1f}s" for s, v in stage_seconds.items()), file=sys.stderr)
         if args.keep:
@@ -130,6 +174,19 @@ def main() -> int:
     print(f"whole build   : {b:7.1f} s  {pages / b:7.1f} pages/s   (median of {args.repeats})")
     print(f"Pool(2) ceiling: {c:7.1f} s  {pages / c:7.1f} pages/s   (trafilatura only)")
     print(f"build / ceiling wall time: {b / c:.2f}x   (goal <= 1.3x)")
+    if build_cpu:
+        cores = os.cpu_count() or 1
+        print(f"\nCPU-seconds (all cores, web server included), medians; {cores} cores:")
+        for stage in stage_rows[-1]:
+            walls = [row[stage][0] for row in stage_rows if stage in row]
+            cpus = [row[stage][1] for row in stage_rows if stage in row and row[stage][1] is not None]
+            if cpus:
+                w, u = statistics.median(walls), statistics.median(cpus)
+                print(f"  {stage:<10} wall {w:5.1f} s  CPU {u:5.1f} s  ({u / w:.2f} cores busy)")
+        bc, cc = statistics.median(build_cpu), statistics.median(ceiling_cpu)
+        print(f"  ceiling    wall {c:5.1f} s  CPU {cc:5.1f} s  ({cc / c:.2f} cores busy)")
+        print(f"CPU floor of the build: {bc:.1f} CPU-s / {cores} cores = {bc / cores:.1f} s = "
+              f"{bc / cores / c:.2f}x the ceiling (no build as written can beat this on this machine)")
     return 0
 
 
