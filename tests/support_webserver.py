@@ -180,6 +180,15 @@ class LoopbackWeb:
                 self._pages[stem] = _Page(path)
             return self._pages[stem]
 
+    def warm(self) -> "LoopbackWeb":
+        """Load every page and make all its encodings now (otherwise made on first request), so that a
+        benchmark's first crawl is not slower than the next ones."""
+        for f in self.files:
+            page = self._page(f.name[:-len(".html.gz")])
+            for encoding in ENCODINGS:
+                page.encoded(encoding)
+        return self
+
     def bomb(self, kind: str) -> bytes:
         with self._pages_lock:
             return _bomb(kind)

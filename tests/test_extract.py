@@ -13,7 +13,7 @@ from webtext.pipeline.filters import FilterConfig
 from webtext.pipeline.sandbox import SandboxConfig
 
 from conftest import shared_path
-from support_extract import dataset_bytes, eval_pages, expected_doc_id, options, write_fetch_dir
+from support_extract import dataset_bytes, eval_pages, expected_doc_id, options, slow_page, write_fetch_dir
 
 ARTICLE = ("<html><head><title>Harbour notes</title></head><body><article>"
            + "".join(f"<p>Paragraph {i}: the ferry left the harbour at dawn while gulls circled the old "
@@ -148,8 +148,7 @@ def test_missing_fetch_log_is_a_clear_error(tmp_path, capsys):
 
 
 def test_pages_the_extractor_cannot_handle_become_error_rows(tmp_path):
-    slow = ("<html><body>" + "".join(f"<p>Line {i} of a page that takes long to extract, with words.</p>"
-                                     for i in range(25_000)) + "</body></html>")
+    slow = slow_page()
     deep = "<html><body>" + "<div>" * 100_000 + "deep text " * 50 + "</div>" * 100_000 + "</body></html>"
     pages = [{"url": "http://slow.example/", "body": slow.encode()},
              {"url": "http://deep.example/", "body": deep.encode()},
