@@ -103,6 +103,23 @@ def test_same_input_gives_identical_files_with_two_workers(fetch_run, tmp_path):
         assert dataset_bytes(tmp_path / "again", name) == dataset_bytes(first / "out", name)
 
 
+def test_the_same_page_under_a_second_url_is_a_document_of_its_own_with_the_same_text(tmp_path):
+    real = eval_pages(4)
+    pages = [{"url": p["url"], "body": p["body"]} for p in real]
+    pages += [{"url": f"https://mirror{i}.example/copy", "body": p["body"], "score": 50 + i}
+              for i, p in enumerate(real)]
+    write_fetch_dir(tmp_path / "fetch", pages)
+    result = extract.run(str(tmp_path / "out"), options(2), fetch_dir=str(tmp_path / "fetch"))
+    by_url = {d["url"]: d for d in datasets.read_rows(str(tmp_path / "out"), "documents")}
+    assert len(by_url) == 8
+    for i, p in enumerate(real):
+        doc, twin = by_url[p["url"]], by_url[f"https://mirror{i}.example/copy"]
+        assert (twin["text"], twin["title"], twin["date"]) == (doc["text"], doc["title"], doc["date"])
+        assert twin["doc_id"] == expected_doc_id(twin["url"]) != doc["doc_id"] and twin["score"] == 50 + i
+    assert result["counters"]["pages_reused"] == 4
+    assert ("  of which same HTML as another page (text reused)", 4) in extract.funnel(result["counters"])
+
+
 def test_warc_files_from_other_crawls(tmp_path, capsys):
     """Common Crawl (gb2312, windows-1251, undeclared charsets) and ClueWeb records, plus a clipped file."""
     warc_dir = shared_path("warc")

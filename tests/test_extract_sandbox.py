@@ -88,6 +88,46 @@ def test_children_skip_only_metadata_that_is_not_kept():
     assert sum(1 for d in found if d and (d.categories or d.tags)) >= 3
 
 
+def test_pages_with_the_same_html_share_its_text_and_keep_their_own_metadata():
+    """The same page under a second URL is not extracted again, yet every outcome is what extracting it
+    would give: its text, and title and date for its own URL (a date in the URL counts)."""
+    pages = real_pages(12)
+    twins = [(f"http://mirror.example/2016/05/07/story-{i}.html", html) for i, (_, html, _) in enumerate(pages)]
+    # Half the twins right behind their page (still in flight), half after every page (long finished).
+    tasks = []
+    for i, (url, html, _) in enumerate(pages):
+        tasks.append((url, html, url))
+        if i % 2 == 0:
+            tasks.append((twins[i][0], twins[i][1], twins[i][0]))
+    tasks += [(url, html, url) for i, (url, html) in enumerate(twins) if i % 2 == 1]
+    totals, count = dict_counter()
+    kwargs = ExtractSettings().kwargs()
+    with ExtractorPool(SandboxConfig(processes=2, timeout_s=30), count) as pool:
+        outcomes = {o.task_id: o for o in pool.extract_all(tasks)}
+    assert set(outcomes) == {t[0] for t in tasks}
+    for task_id, html, url in tasks:
+        reason, payload = extract_in_process(html, url, kwargs)
+        got = outcomes[task_id]
+        assert got.reason == reason == "ok", task_id
+        assert (got.text, got.title, got.date) == (payload["text"], payload["title"], payload["date"]), task_id
+    assert totals["pages_reused"] == len(twins)
+    # Some pages take their date from the URL they are asked for, so the twins' metadata was worked out.
+    assert any(outcomes[twin].date == "2016-05-07" != outcomes[url].date
+               for (url, _, _), (twin, _) in zip(pages, twins))
+
+
+def test_a_twin_shares_a_failure_the_html_decides_and_retries_one_the_moment_may_have_caused():
+    garbage = hostile_pages()["garbage"]
+    tasks = [("garbage", garbage, None), ("garbage twin", garbage, "http://x.example/"),
+             ("slow", slow_page(), None), ("slow twin", slow_page(), "http://y.example/")]
+    totals, count = dict_counter()
+    with ExtractorPool(SandboxConfig(processes=2, timeout_s=1.5), count) as pool:
+        reasons = {o.task_id: o.reason for o in pool.extract_all(tasks)}
+    assert reasons == {"garbage": "empty", "garbage twin": "empty", "slow": "timeout", "slow twin": "timeout"}
+    assert totals["pages_reused"] == 1        # the garbage twin
+    assert totals["children_replaced"] == 2   # each slow page was tried, and timed out, itself
+
+
 def test_skipping_metadata_fails_loudly_when_trafilatura_renames_a_helper(monkeypatch):
     import trafilatura.metadata
 

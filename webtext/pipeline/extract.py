@@ -426,8 +426,10 @@ def run(output_dir: str, options, *, fetch_dir: str | None = None, warc_paths: l
 
 def funnel(counters: dict) -> list[tuple[str, int]]:
     rows = [("pages read", counters.get("pages_in", 0)),
-            ("sent to extractor", counters.get("pages_extracted", 0)),
-            ("main text found", counters.get("extract_ok", 0))]
+            ("sent to extractor", counters.get("pages_extracted", 0))]
+    if counters.get("pages_reused"):
+        rows.append(("  of which same HTML as another page (text reused)", counters["pages_reused"]))
+    rows.append(("main text found", counters.get("extract_ok", 0)))
     rows += [(f"  dropped: {name.replace('_', ' ')}", counters.get(f"dropped_{name}", 0)) for name in FILTERS
              if counters.get(f"dropped_{name}")]
     rows.append(("documents", counters.get("documents", 0)))

@@ -17,7 +17,9 @@ trafilatura's and htmldate's caches only grow. The HTML is cut to `max_html_char
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import hashlib
 import os
 import pickle
 import signal
@@ -35,7 +37,12 @@ MAX_HTML_CHARS = 2_000_000   # HTML cut here before parsing; the 922 eval pages 
 STARTUP_TIMEOUT_S = 120.0    # a child that cannot import trafilatura in this long means a broken install
 MAX_STARTUP_FAILURES = 3     # children in a row that die before saying ready: give up, loudly
 
+REUSE_PAGES = 1024           # texts of recent pages kept per pool, for pages with the same HTML under another URL
+
 REASONS = ("ok", "empty", "timeout", "crash", "memory", "error")
+# Outcomes the HTML alone decides, so pages with the same HTML share them. A timeout, crash or memory
+# outcome may be the moment's (a busy machine, a child killed from outside): such a page's twins are tried.
+SHARED_REASONS = ("ok", "empty", "error")
 FAVOR = ("balanced", "precision", "recall")
 
 # A small page that touches the lazily loaded parts of trafilatura (and its date and language helpers)
@@ -113,6 +120,34 @@ def skip_unkept_metadata() -> None:
         setattr(metadata, name, nothing)
 
 
+def html_key(html: str) -> bytes:
+    """What identifies a page's HTML for reuse: its SHA-1."""
+    return hashlib.sha1(html.encode("utf-8", "surrogatepass")).digest()
+
+
+def metadata_in_process(html: str, url: str | None, kwargs: dict) -> tuple[str, dict | str | None]:
+    """(reason, {title, date}) of a page whose text is already known from the same HTML under another URL.
+    With webtext's settings (no links, no images) trafilatura's text does not depend on the URL; its
+    metadata does (the date may come from the URL). This is the metadata step of `trafilatura.bare_extraction`
+    alone: the same options, the same parse, the same `extract_metadata` call."""
+    import unicodedata
+
+    from trafilatura.metadata import extract_metadata
+    from trafilatura.settings import Extractor
+    from trafilatura.utils import load_html
+
+    options = Extractor(fast=False, precision=kwargs["favor_precision"], recall=kwargs["favor_recall"],
+                        comments=kwargs["include_comments"], tables=kwargs["include_tables"],
+                        dedup=kwargs["deduplicate"], url=url, with_metadata=True,
+                        date_params=kwargs["date_extraction_params"])
+    tree = load_html(html, options.max_file_size)
+    if tree is None:
+        return "empty", "trafilatura found no HTML tree"
+    doc = extract_metadata(tree, options.url, options.date_params, options.fast, options.author_blacklist)
+    return "ok", {"title": unicodedata.normalize("NFC", doc.title) if doc.title else None,
+                  "date": doc.date or None}
+
+
 def extract_in_process(html: str, url: str | None, kwargs: dict) -> tuple[str, dict | str | None]:
     """(reason, payload) for one page, in this process: what a child runs. The payload is
     {text, title, date} when reason is "ok". `kwargs` is `ExtractSettings.kwargs()`."""
@@ -129,13 +164,26 @@ def extract_in_process(html: str, url: str | None, kwargs: dict) -> tuple[str, d
                   "date": doc.date or None}
 
 
+@dataclasses.dataclass
+class _Task:
+    """A page on its way to a child. `known_text` set: only its metadata is asked for (`metadata_in_process`),
+    the text being that of the same HTML extracted before."""
+    task_id: object
+    html: str
+    url: str | None
+    truncated: bool
+    key: bytes
+    known_text: str | None = None
+    deadline: float = 0.0
+
+
 class _Child:
     def __init__(self, config: SandboxConfig):
         self.proc, self.to_child, self.from_child = spawn_module("webtext.pipeline.sandbox")
         self.ready = False
         self.started = time.monotonic()
         self.done = 0
-        self.task = None          # (task_id, deadline, truncated) of the page in flight
+        self.task: _Task | None = None  # the page in flight
         self.to_child.send((config.settings, config.memory_mb))
 
     def kill(self) -> int | None:
@@ -175,8 +223,15 @@ class ExtractorPool:
     (which returns the outcomes that finished while it waited for a free child) and collect the rest with
     `drain`, or call `extract_all`. Outcomes come in completion order, each with the caller's task id.
 
+    A page whose HTML equals one extracted before (the same page under another URL: http and https, mobile
+    and desktop hosts, tracking parameters) is not extracted again: its text is reused and a child works out
+    only its metadata (`metadata_in_process`), as the date may come from the URL. A page whose twin is still
+    in flight waits for it. A failure the HTML decides (no main text, trafilatura's error) is shared; after a
+    timeout, crash or memory outcome the next twin is tried itself. Outcomes are those of extracting every
+    page; the last REUSE_PAGES distinct HTMLs are remembered.
+
     `count(name, n=1)` receives: children_started, children_recycled, children_replaced (after a timeout,
-    crash or memory outcome), html_truncated."""
+    crash or memory outcome), html_truncated, pages_reused (text taken from the same HTML's extraction)."""
 
     def __init__(self, config: SandboxConfig = SandboxConfig(), count: Callable[..., None] | None = None):
         if config.processes < 1:
@@ -186,6 +241,9 @@ class ExtractorPool:
         self._children: list[_Child] = []
         self._retiring: list[_Child] = []   # recycled children asked to exit, not yet reaped
         self._startup_failures = 0
+        self._backlog: collections.deque[_Task] = collections.deque()  # ready to send to a free child
+        self._twins: dict[bytes, list[_Task]] = {}   # HTML in flight -> its pages waiting for the outcome
+        self._known: collections.OrderedDict[bytes, Outcome] = collections.OrderedDict()  # recent outcomes
 
     # -- lifecycle
 
@@ -237,24 +295,25 @@ class ExtractorPool:
         if truncated:
             html = html[:self.config.max_html_chars]
             self.count("html_truncated")
+        task = _Task(task_id, html, url, truncated, html_key(html))
         finished: list[Outcome] = []
-        while True:
-            child = next((c for c in self._children if c.ready and c.task is None), None)
-            if child is not None:
-                break
-            finished += self._wait_once()
-        child.task = (task_id, time.monotonic() + self.config.timeout_s, truncated)
-        try:
-            child.to_child.send((html, url))
-        except OSError:  # it died since its last answer: the page has not started, so this is its crash
-            finished.append(self._lost(child, "crash"))
-        return finished
+        if task.key in self._twins:
+            self._twins[task.key].append(task)
+        elif task.key in self._known:
+            self._known.move_to_end(task.key)
+            finished += self._follow(task, self._known[task.key])
+        else:
+            self._twins[task.key] = []
+            self._backlog.append(task)
+        return finished + self._send_backlog()
 
     def drain(self) -> list[Outcome]:
         """Wait for every page in flight."""
         finished: list[Outcome] = []
-        while any(c.task is not None for c in self._children):
-            finished += self._wait_once()
+        while self._backlog or any(c.task is not None for c in self._children):
+            finished += self._send_backlog()
+            if any(c.task is not None for c in self._children):
+                finished += self._wait_once()
         return finished
 
     def extract_all(self, pages: Iterable[tuple[object, str, str | None]]) -> Iterator[Outcome]:
@@ -265,7 +324,7 @@ class ExtractorPool:
 
     def _wait_once(self) -> list[Outcome]:
         now = time.monotonic()
-        deadlines = [c.task[1] for c in self._children if c.task is not None]
+        deadlines = [c.task.deadline for c in self._children if c.task is not None]
         deadlines += [c.started + STARTUP_TIMEOUT_S for c in self._children if not c.ready]
         timeout = max(0.0, min(deadlines) - now) if deadlines else None
         readable = wait([c.from_child for c in self._children], timeout=timeout)
@@ -274,9 +333,9 @@ class ExtractorPool:
             finished += self._receive(child)
         now = time.monotonic()
         for child in list(self._children):
-            if child.task is not None and now >= child.task[1] and child in self._children:
-                finished.append(self._lost(child, "timeout",
-                                           f"no result within {self.config.timeout_s:g} s; child killed"))
+            if child.task is not None and now >= child.task.deadline and child in self._children:
+                finished += self._lost(child, "timeout",
+                                       f"no result within {self.config.timeout_s:g} s; child killed")
             elif not child.ready and now >= child.started + STARTUP_TIMEOUT_S:
                 child.kill()
                 raise RuntimeError(f"extractor child not ready after {STARTUP_TIMEOUT_S:g} s")
@@ -299,20 +358,23 @@ class ExtractorPool:
                 child.kill()
                 self._replace(child)
                 return []
-            return [self._lost(child, "crash")]
+            return self._lost(child, "crash")
         if not child.ready:
             child.ready = True
             self._startup_failures = 0
             return []
         reason, payload = message
-        task_id, _, truncated = child.task
+        task = child.task
         child.task = None
         child.done += 1
-        if reason == "ok":
-            outcome = Outcome(task_id, "ok", payload["text"], payload["title"], payload["date"],
-                              truncated=truncated)
+        if reason != "ok":
+            outcome = Outcome(task.task_id, reason, detail=str(payload or ""), truncated=task.truncated)
+        elif task.known_text is not None:
+            outcome = Outcome(task.task_id, "ok", task.known_text, payload["title"], payload["date"],
+                              truncated=task.truncated)
         else:
-            outcome = Outcome(task_id, reason, detail=str(payload or ""), truncated=truncated)
+            outcome = Outcome(task.task_id, "ok", payload["text"], payload["title"], payload["date"],
+                              truncated=task.truncated)
         if reason == "memory":  # the child exits after a MemoryError: its heap cannot be trusted
             child.kill()
             self.count("children_replaced")
@@ -323,16 +385,63 @@ class ExtractorPool:
             self._retiring.append(child)
             self.count("children_recycled")
             self._replace(child)
-        return [outcome]
+        return self._settle(task, outcome)
 
-    def _lost(self, child: _Child, reason: str, detail: str = "") -> Outcome:
+    def _lost(self, child: _Child, reason: str, detail: str = "") -> list[Outcome]:
         """The page in flight on `child` is lost with `reason`; the child is killed and replaced."""
-        task_id, _, truncated = child.task
+        task = child.task
         child.task = None
         status = child.kill()
         self.count("children_replaced")
         self._replace(child)
-        return Outcome(task_id, reason, detail=detail or _describe_exit(status), truncated=truncated)
+        return self._settle(task, Outcome(task.task_id, reason, detail=detail or _describe_exit(status),
+                                          truncated=task.truncated))
+
+    # -- pages with the same HTML
+
+    def _send_backlog(self) -> list[Outcome]:
+        """Send every waiting task, each to a free child, waiting (and collecting outcomes) for one."""
+        finished: list[Outcome] = []
+        while self._backlog:
+            child = next((c for c in self._children if c.ready and c.task is None), None)
+            if child is None:
+                finished += self._wait_once()
+                continue
+            task = self._backlog.popleft()
+            task.deadline = time.monotonic() + self.config.timeout_s
+            child.task = task
+            try:
+                child.to_child.send((task.html, task.url, task.known_text is not None))
+            except OSError:  # it died since its last answer: the page has not started, so this is its crash
+                finished += self._lost(child, "crash")
+        return finished
+
+    def _settle(self, task: _Task, outcome: Outcome) -> list[Outcome]:
+        """`outcome` is the task's; a full extraction's also decides the pages with the same HTML."""
+        if task.known_text is not None:
+            return [outcome]
+        twins = self._twins.pop(task.key, [])
+        if outcome.reason not in SHARED_REASONS:
+            if twins:  # the next one is extracted itself; the rest wait for it
+                self._twins[task.key] = twins[1:]
+                self._backlog.append(twins[0])
+            return [outcome]
+        self._known[task.key] = dataclasses.replace(outcome, task_id=None)
+        if len(self._known) > REUSE_PAGES:
+            self._known.popitem(last=False)
+        finished = [outcome]
+        for twin in twins:
+            finished += self._follow(twin, self._known[task.key])
+        return finished
+
+    def _follow(self, task: _Task, first: Outcome) -> list[Outcome]:
+        """A page whose HTML had `first` as its outcome: the same failure now, or its metadata asked for."""
+        self.count("pages_reused")
+        if first.reason != "ok":
+            return [dataclasses.replace(first, task_id=task.task_id, truncated=task.truncated)]
+        task.known_text = first.text
+        self._backlog.append(task)
+        return []
 
 
 # -- the child process
@@ -357,9 +466,9 @@ def _child_main() -> None:
             return
         if message is None:
             return
-        html, url = message
+        html, url, metadata_only = message
         try:
-            answers.send(extract_in_process(html, url, kwargs))
+            answers.send((metadata_in_process if metadata_only else extract_in_process)(html, url, kwargs))
         except MemoryError:
             answers.send(("memory", f"over the {memory_mb} MB address-space limit"))
             return
