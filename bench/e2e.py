@@ -187,7 +187,9 @@ def main() -> int:
     print(f"Pool(2) ceiling: {c:7.1f} s  {pages / c:7.1f} pages/s   (trafilatura only)")
     print(f"  the same, skipping the metadata the stage does not keep (as the stage's children do): "
           f"{slim:.1f} s")
-    print(f"build / ceiling wall time: {b / c:.2f}x   (goal <= 1.3x)")
+    paired = [x / y for x, y in zip(builds, ceilings)]
+    print(f"build / ceiling wall time: {b / c:.2f}x   (goal <= 1.3x); per repeat "
+          f"{', '.join(f'{x:.2f}' for x in paired)}, median of those {statistics.median(paired):.2f}")
     print(f"build / ceiling doing the stage's extraction work: {b / slim:.2f}x   (what the other stages cost)")
     if build_cpu:
         cores = os.cpu_count() or 1
