@@ -15,7 +15,7 @@ On Linux it also prints each stage's CPU-seconds (all cores busy time from /proc
 included: nothing else should run) and the CPU floor: the build's CPU-seconds spread over every core with no
 idle moment, the least wall time this machine could take for the build as written.
 
-    .venv/bin/python bench/e2e.py            # all pages, 3 repeats
+    .venv/bin/python bench/e2e.py            # all pages, 5 repeats (single repeats swing ±10% on a 2-core VM)
     .venv/bin/python bench/e2e.py --quick    # 200 pages, 1 repeat
 """
 
@@ -129,7 +129,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pages", type=int, default=None, help="real pages served (default: all)")
     parser.add_argument("--duplicates", type=int, default=50, help="pages also served under a second URL")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2, help="local processes per stage (--workers)")
     parser.add_argument("--quick", action="store_true", help="200 pages, 1 repeat")
     parser.add_argument("--keep", type=Path, default=None, help="copy the last build's output root here")
