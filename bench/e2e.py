@@ -39,7 +39,7 @@ import trafilatura  # noqa: E402
 import zstandard  # noqa: E402
 
 from webtext import build  # noqa: E402
-from webtext.pipeline.sandbox import ExtractSettings  # noqa: E402
+from webtext.pipeline.sandbox import ExtractSettings, skip_unkept_metadata  # noqa: E402
 
 HOSTS = 50
 SETTINGS = ExtractSettings().kwargs()
@@ -79,17 +79,11 @@ def _serve(pages: int, conn) -> None:
     web.close()
 
 
-def _skip_unkept_metadata() -> None:
-    from webtext.pipeline.sandbox import skip_unkept_metadata
-
-    skip_unkept_metadata()
-
-
 def ceiling(bodies: list[bytes], like_the_stage: bool = False) -> float:
     """trafilatura over the pages in a 2-process pool; `like_the_stage`: its children skip the metadata the
     stage does not keep, as the stage's extractor children do (sandbox.skip_unkept_metadata)."""
     start = time.perf_counter()
-    with multiprocessing.Pool(2, initializer=_skip_unkept_metadata if like_the_stage else None) as pool:
+    with multiprocessing.Pool(2, initializer=skip_unkept_metadata if like_the_stage else None) as pool:
         for _ in pool.imap_unordered(_extract, bodies, chunksize=4):
             pass
     return time.perf_counter() - start

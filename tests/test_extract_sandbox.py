@@ -65,6 +65,19 @@ def test_hostile_pages_are_counted_by_reason_and_the_rest_extracted():
     assert totals["children_started"] == 2 + 1
 
 
+def assert_as_extracted_here(outcomes: dict, tasks: list[tuple[str, str, str]]) -> None:
+    """Every (task_id, html, url) task's outcome has the reason, text, title and date that trafilatura gives
+    for that page in this process, where no metadata is skipped and nothing is reused."""
+    assert set(outcomes) == {task_id for task_id, _, _ in tasks}
+    kwargs = ExtractSettings().kwargs()
+    for task_id, html, url in tasks:
+        reason, payload = extract_in_process(html, url, kwargs)
+        got = outcomes[task_id]
+        assert got.reason == reason, task_id
+        if reason == "ok":
+            assert (got.text, got.title, got.date) == (payload["text"], payload["title"], payload["date"]), task_id
+
+
 def test_children_skip_only_metadata_that_is_not_kept():
     """The children skip trafilatura's author, category, tag and license search; every kept field of every
     page must equal what trafilatura gives in this process, where nothing is skipped."""
@@ -76,12 +89,7 @@ def test_children_skip_only_metadata_that_is_not_kept():
     kwargs = ExtractSettings().kwargs()
     with ExtractorPool(SandboxConfig(processes=2, timeout_s=30)) as pool:
         outcomes = {o.task_id: o for o in pool.extract_all(pages)}
-    for url, html, _ in pages:
-        reason, payload = extract_in_process(html, url, kwargs)
-        got = outcomes[url]
-        assert got.reason == reason, url
-        if reason == "ok":
-            assert (got.text, got.title, got.date) == (payload["text"], payload["title"], payload["date"]), url
+    assert_as_extracted_here(outcomes, pages)
     # The sample holds pages where the skipped search finds something, so the comparison covers it.
     found = [trafilatura.bare_extraction(html, url=url, **kwargs) for url, html, _ in pages]
     assert sum(1 for d in found if d and d.author) >= 5
@@ -101,15 +109,10 @@ def test_pages_with_the_same_html_share_its_text_and_keep_their_own_metadata():
             tasks.append((twins[i][0], twins[i][1], twins[i][0]))
     tasks += [(url, html, url) for i, (url, html) in enumerate(twins) if i % 2 == 1]
     totals, count = dict_counter()
-    kwargs = ExtractSettings().kwargs()
     with ExtractorPool(SandboxConfig(processes=2, timeout_s=30), count) as pool:
         outcomes = {o.task_id: o for o in pool.extract_all(tasks)}
-    assert set(outcomes) == {t[0] for t in tasks}
-    for task_id, html, url in tasks:
-        reason, payload = extract_in_process(html, url, kwargs)
-        got = outcomes[task_id]
-        assert got.reason == reason == "ok", task_id
-        assert (got.text, got.title, got.date) == (payload["text"], payload["title"], payload["date"]), task_id
+    assert_as_extracted_here(outcomes, tasks)
+    assert all(o.reason == "ok" for o in outcomes.values())
     assert totals["pages_reused"] == len(twins)
     # Some pages take their date from the URL they are asked for, so the twins' metadata was worked out.
     assert any(outcomes[twin].date == "2016-05-07" != outcomes[url].date

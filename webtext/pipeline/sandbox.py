@@ -23,6 +23,7 @@ import hashlib
 import os
 import pickle
 import signal
+import unicodedata
 import subprocess
 import time
 from multiprocessing.connection import wait
@@ -125,43 +126,38 @@ def html_key(html: str) -> bytes:
     return hashlib.sha1(html.encode("utf-8", "surrogatepass")).digest()
 
 
+def _kept_metadata(doc) -> dict:
+    """The metadata webtext keeps of a trafilatura Document: title (NFC) and date."""
+    return {"title": unicodedata.normalize("NFC", doc.title) if doc.title else None, "date": doc.date or None}
+
+
 def metadata_in_process(html: str, url: str | None, kwargs: dict) -> tuple[str, dict | str | None]:
     """(reason, {title, date}) of a page whose text is already known from the same HTML under another URL.
     With webtext's settings (no links, no images) trafilatura's text does not depend on the URL; its
     metadata does (the date may come from the URL). This is the metadata step of `trafilatura.bare_extraction`
-    alone: the same options, the same parse, the same `extract_metadata` call."""
-    import unicodedata
-
+    alone: the same parse and the same `extract_metadata` call, with the options that step reads."""
     from trafilatura.metadata import extract_metadata
     from trafilatura.settings import Extractor
     from trafilatura.utils import load_html
 
-    options = Extractor(fast=False, precision=kwargs["favor_precision"], recall=kwargs["favor_recall"],
-                        comments=kwargs["include_comments"], tables=kwargs["include_tables"],
-                        dedup=kwargs["deduplicate"], url=url, with_metadata=True,
-                        date_params=kwargs["date_extraction_params"])
+    options = Extractor(url=url, with_metadata=True, date_params=kwargs["date_extraction_params"])
     tree = load_html(html, options.max_file_size)
     if tree is None:
         return "empty", "trafilatura found no HTML tree"
-    doc = extract_metadata(tree, options.url, options.date_params, options.fast, options.author_blacklist)
-    return "ok", {"title": unicodedata.normalize("NFC", doc.title) if doc.title else None,
-                  "date": doc.date or None}
+    return "ok", _kept_metadata(extract_metadata(tree, options.url, options.date_params, options.fast,
+                                                 options.author_blacklist))
 
 
 def extract_in_process(html: str, url: str | None, kwargs: dict) -> tuple[str, dict | str | None]:
     """(reason, payload) for one page, in this process: what a child runs. The payload is
     {text, title, date} when reason is "ok". `kwargs` is `ExtractSettings.kwargs()`."""
-    import unicodedata
-
     import trafilatura
 
     doc = trafilatura.bare_extraction(html, url=url, **kwargs)
     if doc is None or not (doc.text or "").strip():
         return "empty", "trafilatura found no main text"
     # NFC, as `trafilatura.extract` returns its text (bare_extraction does not normalise).
-    return "ok", {"text": unicodedata.normalize("NFC", doc.text),
-                  "title": unicodedata.normalize("NFC", doc.title) if doc.title else None,
-                  "date": doc.date or None}
+    return "ok", {"text": unicodedata.normalize("NFC", doc.text), **_kept_metadata(doc)}
 
 
 @dataclasses.dataclass
@@ -369,12 +365,9 @@ class ExtractorPool:
         child.done += 1
         if reason != "ok":
             outcome = Outcome(task.task_id, reason, detail=str(payload or ""), truncated=task.truncated)
-        elif task.known_text is not None:
-            outcome = Outcome(task.task_id, "ok", task.known_text, payload["title"], payload["date"],
-                              truncated=task.truncated)
-        else:
-            outcome = Outcome(task.task_id, "ok", payload["text"], payload["title"], payload["date"],
-                              truncated=task.truncated)
+        else:  # a metadata-only answer's text is the one its HTML gave before
+            text = payload["text"] if task.known_text is None else task.known_text
+            outcome = Outcome(task.task_id, "ok", text, payload["title"], payload["date"], truncated=task.truncated)
         if reason == "memory":  # the child exits after a MemoryError: its heap cannot be trusted
             child.kill()
             self.count("children_replaced")

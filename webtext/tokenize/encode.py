@@ -220,7 +220,7 @@ def _hashes(fn, values: list) -> np.ndarray:
     return np.fromiter((fn(v) for v in values), dtype=np.uint64, count=len(values))
 
 
-_ENCODING_TOKENIZER: dict[str, object] = {}
+_encoding_tokenizer: tuple[str, Tokenizer] | None = None   # (sha256 of its tokenizer.json, the tokenizer)
 
 
 def encoding_tokenizer(path: str):
@@ -229,12 +229,12 @@ def encoding_tokenizer(path: str):
     reads the copy in its own output directory). A tokenizer made anew for every run of a long-lived process
     (`webtext build`, tests, benchmarks, a notebook) leaves ~50-90 MB behind once it has encoded (tokenizers
     0.23), and the process slows as it grows."""
+    global _encoding_tokenizer
     data = fs.read_bytes(tokenizer_source(path))
     key = hashlib.sha256(data).hexdigest()
-    if key not in _ENCODING_TOKENIZER:
-        _ENCODING_TOKENIZER.clear()
-        _ENCODING_TOKENIZER[key] = bpe.for_encoding(Tokenizer.from_str(data.decode("utf-8")))
-    return _ENCODING_TOKENIZER[key]
+    if _encoding_tokenizer is None or _encoding_tokenizer[0] != key:
+        _encoding_tokenizer = (key, bpe.for_encoding(Tokenizer.from_str(data.decode("utf-8"))))
+    return _encoding_tokenizer[1]
 
 
 class EncodeRowGroups(beam.DoFn):
