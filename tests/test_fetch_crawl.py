@@ -3,7 +3,9 @@ own log, robots.txt, retries, redirects, WARC output, and bad endpoints that cos
 
 from __future__ import annotations
 
+import gzip
 import time
+import zlib
 
 import pytest
 
@@ -207,6 +209,27 @@ def test_warc_files_roll_by_size(web, tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------
 # pure parts
+
+def test_each_warc_record_is_its_own_gzip_member_that_any_gzip_reader_opens():
+    body = b"<html><body>" + "caf\u00e9 ".encode() * 2000 + b"</body></html>"
+    sizes = []
+    for level in warc.GZIP_LEVELS:
+        enc = warc.encode_exchange("http://a.test/p?q=1", request_headers=[("Host", "a.test")], status=200,
+                                   reason="OK", response_headers=[("Content-Type", "text/html"),
+                                                                  ("Content-Encoding", "gzip")],
+                                   body=body, ip="127.0.0.1", date="2026-01-01T00:00:00Z", level=level)
+        request, response = enc.data[:enc.response_start], enc.data[enc.response_start:]
+        for member, kind in ((request, b"request"), (response, b"response")):
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)  # the standard library's zlib, not the writer's
+            raw = d.decompress(member)
+            assert d.eof and d.unused_data == b""  # exactly one whole member
+            assert raw.startswith(b"WARC/1.0\r\n") and b"WARC-Type: " + kind in raw
+        assert gzip.decompress(response).endswith(body + b"\r\n\r\n")
+        assert enc.digest == warc.payload_digest(body)
+        sizes.append(len(response))
+    assert sizes[-1] < sizes[0] < len(body)  # level 3 compresses most, level 0 still compresses
+
+
 
 def test_scheduler_orders_by_readiness_and_holds_the_limit():
     clock = [0.0]

@@ -33,7 +33,7 @@ from protego import Protego
 from webtext.pipeline import fs
 from webtext.pipeline.http import MAX_REDIRECTS, ClientConfig, FetchError, Hop, HttpClient, KiB, MiB
 from webtext.pipeline.stats import Count
-from webtext.pipeline.warc import RecordWriter, encode_exchange
+from webtext.pipeline.warc import GZIP_LEVEL as WARC_GZIP_LEVEL, RecordWriter, encode_exchange
 
 PER_HOST = 1                 # requests in flight per host
 HOST_DELAY_S = 1.0           # pause between two requests to one host
@@ -44,8 +44,6 @@ BACKOFF_S = 2.0              # first retry waits about this long; doubles each t
 MAX_RETRY_AFTER_S = 60.0     # a longer Retry-After is not waited for in this run (the next run retries)
 ROBOTS_MAX_BYTES = 512 * KiB  # RFC 9309: parse at least 500 KiB
 WARC_MAX_BYTES = 1024 * MiB  # roll to a new WARC file past this size
-WARC_GZIP_LEVEL = 3          # compression dominates a fetch worker's CPU: level 3 is ~2x faster than 6
-                             # for files ~10% larger
 WARC_DIR = "warc"
 PROGRESS_EVERY_S = 0.5
 

@@ -21,7 +21,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from webtext.pipeline import datasets, fs, progress, stats
+from webtext.pipeline import datasets, fs, progress, stats, warc
 from webtext.pipeline.beam import PoolMap, UnpackResults, add_runner_arguments, local_processes, pipeline_options
 from webtext.pipeline.crawler import (BACKOFF_S, CONCURRENCY, HOST_DELAY_S, MAX_CRAWL_DELAY_S, MAX_RETRY_AFTER_S,
                                       PER_HOST, RETRIES, WARC_DIR, WARC_GZIP_LEVEL, WARC_MAX_BYTES, CrawlConfig, GroupCrawler,
@@ -388,8 +388,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("output")
     g.add_argument("--warc-max-bytes", type=int, default=WARC_MAX_BYTES,
                    help=f"start a new WARC file past this size (default: {WARC_MAX_BYTES})")
-    g.add_argument("--warc-gzip-level", type=int, default=WARC_GZIP_LEVEL, choices=range(1, 10), metavar="1-9",
-                   help=f"gzip level of WARC records (default: {WARC_GZIP_LEVEL})")
+    g.add_argument("--warc-gzip-level", type=int, default=WARC_GZIP_LEVEL, choices=warc.GZIP_LEVELS, metavar="0-3",
+                   help=f"ISA-L gzip level of WARC records, 3 = smallest (default: {WARC_GZIP_LEVEL})")
     g.add_argument("--rows-per-shard", type=int, default=LOG_ROWS_PER_SHARD,
                    help=f"log rows per Parquet shard (default: {LOG_ROWS_PER_SHARD})")
     add_runner_arguments(parser)

@@ -17,9 +17,9 @@ import dataclasses
 import base64
 import hashlib
 import io
-import zlib
 from typing import IO, Iterator
 
+from isal import isal_zlib
 from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
@@ -47,7 +47,11 @@ class RecordLocation:
     digest: str
 
 
-GZIP_LEVEL = 6  # warcio's own writer uses 9: about twice the CPU for files ~2% smaller
+# Each record is compressed by ISA-L (python-isal), whose levels are 0-3: its level 2 is ~5x faster than
+# zlib's level 3 for files ~2% larger (the 922 eval pages: 0.20 against 0.97 CPU-s for 135 MB, 22.4% against
+# 21.9% of the raw size), and compression is most of a fetch worker's CPU. Any gzip reader reads the result.
+GZIP_LEVEL = 2
+GZIP_LEVELS = range(0, 4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +63,8 @@ class EncodedExchange:
 
 
 def _gzip_member(raw: bytes, level: int) -> bytes:
-    c = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    """One gzip member (no file name, modification time 0, so the same bytes each time)."""
+    c = isal_zlib.compressobj(level, isal_zlib.DEFLATED, 16 + isal_zlib.MAX_WBITS)
     return c.compress(raw) + c.flush()
 
 
@@ -68,7 +73,7 @@ def encode_exchange(url: str, *, request_headers: list[tuple[str, str]], method:
                     date: str | None = None, extra: dict[str, str] | None = None,
                     level: int = GZIP_LEVEL) -> EncodedExchange:
     """The records of one exchange, compressed, without touching a file: fetch threads encode in parallel
-    (zlib releases the GIL) and only the append to the shared file is serialised."""
+    (ISA-L releases the GIL) and only the append to the shared file is serialised."""
     from urllib.parse import urlsplit
 
     buf = io.BytesIO()
@@ -89,11 +94,10 @@ def encode_exchange(url: str, *, request_headers: list[tuple[str, str]], method:
     stored += [(f"X-Crawler-{k}", v) for k, v in response_headers if k.lower() in _WIRE_HEADERS]
     stored.append(("Content-Length", str(len(body))))
     resp_http = StatusAndHeaders(f"{status} {reason}".strip(), stored, protocol="HTTP/1.1")
-    digest = payload_digest(body)
-    response_headers_dict = dict(warc_headers)
-    response_headers_dict["WARC-Payload-Digest"] = digest
-    response = writer.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=resp_http,
-                                         warc_headers_dict=response_headers_dict)
+    # With the length given, warcio computes the payload digest straight from the body (no spooled copy).
+    response = writer.create_warc_record(url, "response", payload=io.BytesIO(body), length=len(body),
+                                         http_headers=resp_http, warc_headers_dict=dict(warc_headers))
+    digest = response.rec_headers.get_header("WARC-Payload-Digest")
     request.rec_headers.add_header("WARC-Concurrent-To", response.rec_headers.get_header("WARC-Record-ID"))
     writer.write_record(request)
     req = _gzip_member(buf.getvalue(), level)
