@@ -1,5 +1,5 @@
 """The memoised Beam DoFn introspection (webtext.pipeline.beam.memoize_beam_introspection) answers as Beam's
-own does, and stateful DoFns still run."""
+own does, and stateful DoFns still run; local bundles sample their state often (sample_local_state_often)."""
 
 import apache_beam as beam
 from apache_beam.coders import VarIntCoder
@@ -84,3 +84,22 @@ def test_option_views_are_shared_windows_on_the_same_values():
         ["--runner=DirectRunner", "--direct_num_workers=3", "--streaming"]).get_all_options()
     other = PipelineOptions(["--runner=DataflowRunner"])  # another options object gets its own views
     assert other.view_as(StandardOptions).runner == "DataflowRunner" and view.runner == "DirectRunner"
+
+
+class SamplingPeriod(beam.DoFn):
+    def process(self, element):
+        from apache_beam.runners.worker import statesampler
+
+        yield statesampler.get_current_tracker().sampling_period_ms
+
+
+def test_local_bundles_sample_state_often_so_their_end_does_not_wait():
+    import argparse
+
+    from webtext.pipeline.beam import LOCAL_STATE_SAMPLING_MS, add_runner_arguments, pipeline_options
+
+    parser = argparse.ArgumentParser()
+    add_runner_arguments(parser)
+    with beam.Pipeline(options=pipeline_options(parser.parse_args([]), "test")) as p:
+        # The sampler of the bundle that runs the DoFn: the one whose thread the bundle's end joins.
+        assert_that(p | beam.Create([1]) | beam.ParDo(SamplingPeriod()), equal_to([LOCAL_STATE_SAMPLING_MS]))
