@@ -17,6 +17,7 @@ trafilatura's and htmldate's caches only grow. The HTML is cut to `max_html_char
 
 from __future__ import annotations
 
+import atexit
 import collections
 import dataclasses
 import hashlib
@@ -205,6 +206,22 @@ class _Child:
         self.kill()
 
 
+_EXITING: list[_Child] = []   # children of closed pools asked to exit, until they have
+
+
+def _reap_exited() -> None:
+    for child in [c for c in _EXITING if c.proc.poll() is not None]:
+        child.kill()  # only closes its pipes and reaps it
+        _EXITING.remove(child)
+
+
+@atexit.register
+def _stop_exiting() -> None:
+    """At exit: every child still winding down gets its grace, then is killed."""
+    while _EXITING:
+        _EXITING.pop().stop()
+
+
 def _describe_exit(status: int | None) -> str:
     if status is not None and status < 0:
         try:
@@ -255,15 +272,16 @@ class ExtractorPool:
             self._spawn()
 
     def close(self) -> None:
-        """Stop every child: idle ones are asked to exit (all at once, then reaped), busy ones killed."""
+        """Stop every child: busy ones are killed, idle ones asked to exit and left to wind down their
+        interpreters while the caller goes on (reaped by a later pool, or at exit: `_EXITING`)."""
         for child in self._children:
             if child.task is None and child.ready:
                 child.ask_to_exit()
             else:
                 child.kill()
-        for child in self._children + self._retiring:
-            child.stop()
+        _EXITING.extend(self._children + self._retiring)
         self._children, self._retiring = [], []
+        _reap_exited()
 
     def pids(self) -> list[int]:
         return [c.proc.pid for c in self._children]
@@ -272,6 +290,7 @@ class ExtractorPool:
         for gone in [c for c in self._retiring if c.proc.poll() is not None]:
             gone.kill()  # only closes its pipes and reaps it
             self._retiring.remove(gone)
+        _reap_exited()
         child = _Child(self.config)
         self._children.append(child)
         self.count("children_started")
