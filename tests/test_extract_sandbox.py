@@ -201,19 +201,16 @@ def test_bad_config_is_refused(bad):
 
 
 def test_closing_returns_at_once_and_every_child_goes_away():
-    slow = slow_page()
-    with ExtractorPool(SandboxConfig(processes=2, timeout_s=60)) as pool:
+    with ExtractorPool(SandboxConfig(processes=1)) as pool:
         assert [o.reason for o in pool.extract_all([("article", ARTICLE, None)])] == ["ok"]
-        assert not pool.submit("slow", slow)  # one child busy (killed by close), one idle (asked to exit)
-        pids = pool.pids()
+        pids = pool.pids()  # one child, ready and idle
         start = time.monotonic()
-    # The idle child winds down on its own time (tens of ms for an interpreter), not the caller's.
-    assert time.monotonic() - start < 0.5 and sandbox._EXITING
+    # It winds down its interpreter on its own time (tens of ms), not the caller's.
+    assert time.monotonic() - start < 0.5 and pids[0] in [c.proc.pid for c in sandbox._EXITING]
     deadline = time.monotonic() + 30
     while sandbox._EXITING and time.monotonic() < deadline:
         time.sleep(0.05)
         sandbox._reap_exited()
     assert not sandbox._EXITING
-    for pid in pids:  # reaped: not even a zombie is left
-        with pytest.raises(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
+    with pytest.raises(ChildProcessError):  # reaped: not even a zombie is left
+        os.waitpid(pids[0], os.WNOHANG)
