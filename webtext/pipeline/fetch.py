@@ -21,7 +21,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from webtext.pipeline import datasets, fs, progress, stats, warc
+from webtext.pipeline import datasets, fs, pool, progress, stats, warc
 from webtext.pipeline.beam import PoolMap, UnpackResults, add_runner_arguments, local_processes, pipeline_options
 from webtext.pipeline.crawler import (BACKOFF_S, CONCURRENCY, HOST_DELAY_S, MAX_CRAWL_DELAY_S, MAX_RETRY_AFTER_S,
                                       PER_HOST, RETRIES, WARC_DIR, WARC_GZIP_LEVEL, WARC_MAX_BYTES, CrawlConfig, GroupCrawler,
@@ -251,6 +251,12 @@ def fetch_group(task, config: CrawlConfig, output_dir: str, run: int,
     return rows, [], dict(counts)
 
 
+def warm_up(_task) -> None:
+    """What a local process needs before its first host group (see `pool.prestart`): the crawler's modules,
+    imported when this function arrives, and the lazily imported charset detector."""
+    from charset_normalizer import from_bytes  # noqa: F401
+
+
 def _read_log_file(path: str):
     with fs.open_read(path) as f:
         table = pq.read_table(f)
@@ -455,6 +461,8 @@ def main(args: argparse.Namespace) -> int:
     datasets.remove_dataset(out, ERRORS)
     datasets.remove_dataset(fs.join(out, STAGING_DIR), LOG)
 
+    # The local processes import the crawler while this one builds the pipeline and reads the links.
+    pool.prestart(local_processes(args), warm_up)
     with progress.Progress(STAGE, total=count_links(args.links), unit="links"):
         with beam.Pipeline(options=pipeline_options(args, STAGE)) as p:
             build_pipeline(p, args.links, out, previous, config, run, args.hosts_per_group, args.rows_per_shard,
