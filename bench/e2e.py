@@ -15,17 +15,25 @@ On Linux it also prints each stage's CPU-seconds (all cores busy time from /proc
 included: nothing else should run) and the CPU floor: the build's CPU-seconds spread over every core with no
 idle moment, the least wall time this machine could take for the build as written.
 
+Each build runs in this process by default, so repeats after the first find the imports done and the
+pool children of earlier stages started. `--fresh` runs every build in a new interpreter instead, timed
+from its start to its exit, as a user's `webtext build` is: interpreter start, imports and every pool's
+start-up included (per-stage CPU is then not shown).
+
     .venv/bin/python bench/e2e.py            # all pages, 5 repeats (single repeats swing ±10% on a 2-core VM)
+    .venv/bin/python bench/e2e.py --fresh    # the same, each build a fresh process
     .venv/bin/python bench/e2e.py --quick    # 200 pages, 1 repeat
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -64,6 +72,26 @@ def job_for(root: Path, dump: Path, address: str, workers: int) -> dict:
         "tokenizer": {"vocab_size": 4096},
         "encode": {"val_fraction": 0.01},
     }
+
+
+# A build in a fresh interpreter, as `webtext build` runs one: the job as JSON in, the report's funnel and
+# stage timings as JSON out.
+FRESH_BUILD = """
+import contextlib, io, json, sys
+sys.path.insert(0, sys.argv[2])
+from webtext import build
+with contextlib.redirect_stdout(io.StringIO()):
+    report = build.build(json.loads(sys.argv[1]), runner_overrides={}, log=lambda m: None)
+print(json.dumps({"funnel": report["funnel"], "stages": report["stages"]}))
+"""
+
+
+def fresh_build(job: dict) -> dict:
+    done = subprocess.run([sys.executable, "-c", FRESH_BUILD, json.dumps(job), str(REPO)], capture_output=True,
+                          text=True)
+    if done.returncode:
+        raise RuntimeError(f"fresh build failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def _extract(body: bytes) -> str | None:
@@ -126,6 +154,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2, help="local processes per stage (--workers)")
     parser.add_argument("--quick", action="store_true", help="200 pages, 1 repeat")
+    parser.add_argument("--fresh", action="store_true",
+                        help="run each build in a new interpreter, timed from its start (as `webtext build`)")
     parser.add_argument("--keep", type=Path, default=None, help="copy the last build's output root here")
     args = parser.parse_args()
     if args.quick:
@@ -158,8 +188,11 @@ def main() -> int:
             root = Path(tmp) / f"out{r}"
             stage_cpu = StageCpu()
             start = time.perf_counter()
-            report = build.build(job_for(root, dump, web.address, args.workers), runner_overrides={},
-                                 log=stage_cpu)
+            job = job_for(root, dump, web.address, args.workers)
+            if args.fresh:
+                report = fresh_build(job)
+            else:
+                report = build.build(job, runner_overrides={}, log=stage_cpu)
             builds.append(time.perf_counter() - start)
             cpu2 = busy_cpu_seconds()
             if cpu0 is not None:
@@ -181,7 +214,8 @@ def main() -> int:
     b, c, slim = statistics.median(builds), statistics.median(ceilings), statistics.median(slim_ceilings)
     pages = len(urls)
     print(f"pages: {pages:,} ({n:,} real + {args.duplicates} duplicates), documents kept: {documents:,}")
-    print(f"whole build   : {b:7.1f} s  {pages / b:7.1f} pages/s   (median of {args.repeats})")
+    how = "each in a fresh process" if args.fresh else "in this process"
+    print(f"whole build   : {b:7.1f} s  {pages / b:7.1f} pages/s   (median of {args.repeats}, {how})")
     print(f"Pool(2) ceiling: {c:7.1f} s  {pages / c:7.1f} pages/s   (trafilatura only)")
     print(f"  the same work as the stage's extraction (unkept metadata skipped, each distinct page once): "
           f"{slim:.1f} s")
