@@ -94,3 +94,17 @@ def test_every_progress_run_counts_from_zero_here_and_in_reused_children():
                 pids = p.submit(tick_in_child, 2, "stagex") + p.submit(tick_in_child, 2, "stagex") + p.drain()
             assert set(pids) <= before and os.getpid() not in pids
             assert progress._total(directory, "stagex") == 7  # not the first run's counts, none lost
+
+
+def test_shutdown_reaps_every_idle_child_and_exit_only_tells_them_to_go():
+    pool.prestart(2)
+    children = list(pool._IDLE)
+    pool._at_exit()  # what runs at exit: no waiting for the interpreters to wind down
+    assert not pool._IDLE
+    for child in children:  # each goes on its own
+        assert child.proc.wait(timeout=30) == 0
+        child.close()
+    pool.prestart(2)
+    children = list(pool._IDLE)
+    pool.shutdown()
+    assert not pool._IDLE and all(c.proc.poll() == 0 for c in children)  # reaped before it returned

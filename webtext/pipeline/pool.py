@@ -63,11 +63,14 @@ class _Child:
         # test's) can be found by the child too.
         self.to_child.send(list(sys.path))
 
-    def close(self) -> None:
+    def ask_to_exit(self) -> None:
         try:
             self.to_child.send(None)
         except OSError:
             pass
+
+    def close(self) -> None:
+        self.ask_to_exit()
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -80,12 +83,21 @@ class _Child:
 _IDLE: list[_Child] = []   # children of finished pools, kept for the next pool of this process
 
 
-@atexit.register
 def shutdown() -> None:
-    """Stop the idle children now (they are stopped at exit anyway): a caller that measures its CPU time
-    or memory per run wants them reaped."""
+    """Stop the idle children now and reap them (all asked at once, so they wind down together): a caller
+    that measures its CPU time or memory per run wants them gone."""
+    for child in _IDLE:
+        child.ask_to_exit()
     while _IDLE:
         _IDLE.pop().close()
+
+
+@atexit.register
+def _at_exit() -> None:
+    """At exit the idle children are only told to go: each exits on its own, and this process does not
+    wait for their interpreters to wind down (~0.4 s at the end of a `webtext build`)."""
+    while _IDLE:
+        _IDLE.pop().ask_to_exit()
 
 
 def prestart(processes: int, warm_up: Callable[..., Any] | None = None, *args) -> None:

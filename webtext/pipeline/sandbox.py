@@ -17,7 +17,6 @@ trafilatura's and htmldate's caches only grow. The HTML is cut to `max_html_char
 
 from __future__ import annotations
 
-import atexit
 import collections
 import dataclasses
 import hashlib
@@ -206,20 +205,13 @@ class _Child:
         self.kill()
 
 
-_EXITING: list[_Child] = []   # children of closed pools asked to exit, until they have
+_EXITING: list[_Child] = []   # children of closed pools, asked to exit or killed, until reaped
 
 
 def _reap_exited() -> None:
     for child in [c for c in _EXITING if c.proc.poll() is not None]:
         child.kill()  # only closes its pipes and reaps it
         _EXITING.remove(child)
-
-
-@atexit.register
-def _stop_exiting() -> None:
-    """At exit: every child still winding down gets its grace, then is killed."""
-    while _EXITING:
-        _EXITING.pop().stop()
 
 
 def _describe_exit(status: int | None) -> str:
@@ -273,7 +265,7 @@ class ExtractorPool:
 
     def close(self) -> None:
         """Stop every child: busy ones are killed, idle ones asked to exit and left to wind down their
-        interpreters while the caller goes on (reaped by a later pool, or at exit: `_EXITING`)."""
+        interpreters while the caller goes on (reaped by a later pool of this process: `_EXITING`)."""
         for child in self._children:
             if child.task is None and child.ready:
                 child.ask_to_exit()
