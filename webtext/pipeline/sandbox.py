@@ -1,9 +1,12 @@
 """Run trafilatura in a pool of killable child processes, so one hostile page cannot stall or kill a worker.
 
 trafilatura has no working timeout of its own and can hang, segfault or grow without bound on hostile pages.
-Each child is a plain `python -m webtext.pipeline.sandbox` process (not a fork of a Beam worker with its
-threads and gRPC channels), talking length-prefixed pickles over its stdin/stdout pipes. A child handles one
-page at a time; the parent waits on every child's pipe with the nearest deadline as timeout, and:
+Each child is forked by a fork server (multiprocessing's "forkserver": a fresh single-threaded interpreter,
+never a fork of a Beam worker with its threads and gRPC channels) that imported trafilatura and warmed it up
+once (`_extractor_zygote`): a child is ready in milliseconds instead of the ~0.5 s of CPU an interpreter
+spends importing trafilatura, two per extract run and one per replaced child. A child talks length-prefixed
+pickles over two pipes and handles one page at a time; the parent waits on every child's pipe with the
+nearest deadline as timeout, and:
 
 - a page that runs past `timeout_s` gets its child SIGKILLed (reason `timeout`);
 - a child that dies (segfault, OOM kill) is noticed as end-of-file on its pipe (reason `crash`);
@@ -18,18 +21,19 @@ trafilatura's and htmldate's caches only grow. The HTML is cut to `max_html_char
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import hashlib
+import multiprocessing
 import os
 import pickle
 import signal
-import unicodedata
-import subprocess
+import sys
 import time
-from multiprocessing.connection import wait
+import types
+import unicodedata
+from multiprocessing.connection import Connection, wait
 from typing import Callable, Iterable, Iterator
-
-from webtext.pipeline.pool import child_pipes, spawn_module
 
 TIMEOUT_S = 5.0              # per page; real pages take ~25 ms median, ~0.3 s at worst on the 922 eval pages
 RECYCLE_AFTER = 1000         # pages per child before it is replaced (trafilatura/htmldate caches grow)
@@ -173,9 +177,72 @@ class _Task:
     deadline: float = 0.0
 
 
+ZYGOTE = "webtext.pipeline._extractor_zygote"   # what the fork server imports before its first fork
+_CONTEXT = None
+
+
+def _fork_server():
+    """multiprocessing's forkserver context, its server importing ZYGOTE (started with the first child). A
+    server that cannot import it still forks working children, each then preparing trafilatura itself."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([ZYGOTE])
+        _CONTEXT = context
+    return _CONTEXT
+
+
+@contextlib.contextmanager
+def _no_main_script():
+    """While a child starts, `__main__` is an empty module: multiprocessing would otherwise have the child
+    run the caller's main script again (a script without an `if __name__ == "__main__"` guard would then
+    run in every child), and the child needs nothing from it."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
+class _Forked:
+    """A forked child seen as a `subprocess.Popen` is: pid, poll, wait, kill; an exit status is negative for
+    a signal, as Popen's."""
+
+    def __init__(self, process):
+        self.process, self.pid = process, process.pid
+
+    def poll(self) -> int | None:
+        return None if self.process.is_alive() else self.process.exitcode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            raise TimeoutError(f"child {self.pid} still running after {timeout} s")
+        return self.process.exitcode
+
+    def kill(self) -> None:
+        self.process.kill()
+
+
+def _start_child() -> tuple[_Forked, Connection, Connection]:
+    """(process, to it, from it): a child forked by the fork server, running `_child_main`."""
+    context = _fork_server()
+    their_requests, to_child = context.Pipe(duplex=False)
+    from_child, their_answers = context.Pipe(duplex=False)
+    process = context.Process(target=_child_main, args=(their_requests, their_answers), daemon=True,
+                              name="webtext-extractor")
+    with _no_main_script():
+        process.start()
+    their_requests.close()
+    their_answers.close()
+    return _Forked(process), to_child, from_child
+
+
 class _Child:
     def __init__(self, config: SandboxConfig):
-        self.proc, self.to_child, self.from_child = spawn_module("webtext.pipeline.sandbox")
+        self.proc, self.to_child, self.from_child = _start_child()
         self.ready = False
         self.started = time.monotonic()
         self.done = 0
@@ -200,7 +267,7 @@ class _Child:
         """Reap a child asked to exit; kill it if it has not gone within `grace_s`."""
         try:
             self.proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
+        except TimeoutError:
             pass
         self.kill()
 
@@ -450,18 +517,25 @@ class ExtractorPool:
 
 # -- the child process
 
-def _child_main() -> None:
-    requests, answers = child_pipes()
+def prepare_extractor(kwargs: dict | None = None) -> None:
+    """What a process needs before its first page: trafilatura quiet (it logs every discarded page; reasons
+    go back to the parent), its unkept metadata skipped and its lazily loaded parts warmed up. Done once by
+    the fork server (`_extractor_zygote`), and again by every child, where it then costs next to nothing."""
+    import logging
+
+    logging.disable(logging.CRITICAL)
+    skip_unkept_metadata()
+    extract_in_process(_WARMUP_HTML, None, kwargs if kwargs is not None else ExtractSettings().kwargs())
+
+
+def _child_main(requests: Connection, answers: Connection) -> None:
     settings, memory_mb = requests.recv()
     if memory_mb:
         import resource
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    import logging
-    logging.disable(logging.CRITICAL)  # trafilatura logs every discarded page; reasons come back to the parent
     kwargs = settings.kwargs()
-    skip_unkept_metadata()
-    extract_in_process(_WARMUP_HTML, None, kwargs)
+    prepare_extractor(kwargs)
     answers.send(("ready", os.getpid()))
     while True:
         try:
@@ -480,7 +554,3 @@ def _child_main() -> None:
             answers.send(("error", f"RecursionError: {e}"))
         except Exception as e:  # trafilatura's own bugs: report, keep serving
             answers.send(("error", f"{type(e).__name__}: {e}"))
-
-
-if __name__ == "__main__":
-    _child_main()

@@ -1,0 +1,10 @@
+"""Imported once by the extractor children's fork server (webtext.pipeline.sandbox): trafilatura imported,
+quiet, its unkept metadata skipped and its lazy parts warmed up, for every child forked from it. A failure
+here is not fatal: each child prepares itself again (`prepare_extractor`) and reports what fails there."""
+
+try:
+    from webtext.pipeline.sandbox import prepare_extractor
+
+    prepare_extractor()
+except Exception:  # noqa: BLE001 - a child that fails the same way says so, through the pool
+    pass
