@@ -202,13 +202,15 @@ def _no_main_script():
     try:
         yield
     finally:
-        if main is not None:
+        if main is None:
+            del sys.modules["__main__"]
+        else:
             sys.modules["__main__"] = main
 
 
 class _Forked:
-    """A forked child seen as a `subprocess.Popen` is: pid, poll, wait, kill; an exit status is negative for
-    a signal, as Popen's."""
+    """A forked child seen as a `subprocess.Popen` is: pid, poll, wait (until it is gone), kill; an exit
+    status is negative for a signal, as Popen's."""
 
     def __init__(self, process):
         self.process, self.pid = process, process.pid
@@ -216,10 +218,8 @@ class _Forked:
     def poll(self) -> int | None:
         return None if self.process.is_alive() else self.process.exitcode
 
-    def wait(self, timeout: float | None = None) -> int | None:
-        self.process.join(timeout)
-        if self.process.exitcode is None:
-            raise TimeoutError(f"child {self.pid} still running after {timeout} s")
+    def wait(self) -> int | None:
+        self.process.join()
         return self.process.exitcode
 
     def kill(self) -> None:
@@ -263,16 +263,9 @@ class _Child:
         except OSError:
             pass
 
-    def stop(self, grace_s: float = 2.0) -> None:
-        """Reap a child asked to exit; kill it if it has not gone within `grace_s`."""
-        try:
-            self.proc.wait(timeout=grace_s)
-        except TimeoutError:
-            pass
-        self.kill()
 
 
-_EXITING: list[_Child] = []   # children of closed pools, asked to exit or killed, until reaped
+_EXITING: list[_Child] = []   # recycled children and those of closed pools, asked to exit or killed, until reaped
 
 
 def _reap_exited() -> None:
@@ -311,7 +304,6 @@ class ExtractorPool:
         self.config = config
         self.count = count or (lambda name, n=1: None)
         self._children: list[_Child] = []
-        self._retiring: list[_Child] = []   # recycled children asked to exit, not yet reaped
         self._startup_failures = 0
         self._backlog: collections.deque[_Task] = collections.deque()  # ready to send to a free child
         self._twins: dict[bytes, list[_Task]] = {}   # HTML in flight -> its pages waiting for the outcome
@@ -338,17 +330,14 @@ class ExtractorPool:
                 child.ask_to_exit()
             else:
                 child.kill()
-        _EXITING.extend(self._children + self._retiring)
-        self._children, self._retiring = [], []
+        _EXITING.extend(self._children)
+        self._children = []
         _reap_exited()
 
     def pids(self) -> list[int]:
         return [c.proc.pid for c in self._children]
 
     def _spawn(self) -> _Child:
-        for gone in [c for c in self._retiring if c.proc.poll() is not None]:
-            gone.kill()  # only closes its pipes and reaps it
-            self._retiring.remove(gone)
         _reap_exited()
         child = _Child(self.config)
         self._children.append(child)
@@ -453,7 +442,7 @@ class ExtractorPool:
         elif child.done >= self.config.recycle_after:
             # It exits on its own; reaped later, so the pool does not wait for its interpreter to wind down.
             child.ask_to_exit()
-            self._retiring.append(child)
+            _EXITING.append(child)
             self.count("children_recycled")
             self._replace(child)
         return self._settle(task, outcome)
