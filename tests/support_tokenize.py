@@ -9,7 +9,7 @@ import apache_beam as beam
 import pyarrow as pa
 
 from tests.conftest import shared_path
-from webtext.pipeline import datasets
+from webtext.pipeline.beam import WriteDataset
 from webtext.tokenize import bpe
 
 # The columns tokenization reads, plus a few of the documents schema's others (it ignores them).
@@ -47,7 +47,7 @@ def write_documents(directory, rows: list[dict], rows_per_shard: int = 16) -> st
     """A documents dataset written the way the extract/dedup stages write theirs."""
     with beam.Pipeline() as p:
         (p | beam.Create(rows)
-           | datasets.WriteDataset(str(directory), "documents", DOCS_SCHEMA, lambda r: r["doc_id"],
+           | WriteDataset(str(directory), "documents", DOCS_SCHEMA, lambda r: r["doc_id"],
                                    rows_per_shard=rows_per_shard))
     return str(directory)
 

@@ -4,6 +4,7 @@ import apache_beam as beam
 import pyarrow as pa
 
 from webtext.pipeline import datasets
+from webtext.pipeline.beam import ReadDataset, WriteDataset, WriteRuns
 
 SCHEMA = pa.schema([("key", pa.string()), ("value", pa.int64())])
 
@@ -13,7 +14,7 @@ def _write(tmp_path, rows, name, workers):
     mode = "multi_processing" if workers > 1 else "in_memory"
     opts = PipelineOptions([f"--direct_num_workers={workers}", f"--direct_running_mode={mode}"])
     with beam.Pipeline(options=opts) as p:
-        (p | beam.Create(rows) | datasets.WriteDataset(str(tmp_path), name, SCHEMA, lambda r: r["key"],
+        (p | beam.Create(rows) | WriteDataset(str(tmp_path), name, SCHEMA, lambda r: r["key"],
                                                       rows_per_shard=40))
 
 
@@ -52,8 +53,8 @@ def test_read_dataset_reads_every_row_back(tmp_path):
     _write(tmp_path, rows, "items", 1)
     out = tmp_path / "copy"
     with beam.Pipeline() as p:
-        (p | datasets.ReadDataset(str(tmp_path), "items")
-           | datasets.WriteDataset(str(out), "items", SCHEMA, lambda r: r["key"], rows_per_shard=40))
+        (p | ReadDataset(str(tmp_path), "items")
+           | WriteDataset(str(out), "items", SCHEMA, lambda r: r["key"], rows_per_shard=40))
     assert sorted(r["value"] for r in datasets.read_rows(str(out), "items")) == list(range(50))
 
 
@@ -73,7 +74,7 @@ def test_runs_written_by_tasks_give_the_files_write_dataset_gives(tmp_path):
     opts = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
     from apache_beam.options.pipeline_options import PipelineOptions
     with beam.Pipeline(options=PipelineOptions(opts)) as p:
-        (p | beam.Create(rows) | datasets.WriteDataset(str(tmp_path / "a"), "items", ROWS_SCHEMA,
+        (p | beam.Create(rows) | WriteDataset(str(tmp_path / "a"), "items", ROWS_SCHEMA,
                                                       lambda r: r["doc_id"], rows_per_shard=60))
     num_shards = datasets.num_shards_for(len(rows), 60)
     table = pa.Table.from_pylist(shuffled_rows := random.Random(5).sample(rows, len(rows)), schema=ROWS_SCHEMA)
@@ -85,7 +86,7 @@ def test_runs_written_by_tasks_give_the_files_write_dataset_gives(tmp_path):
     for processes in (1, 2):
         with beam.Pipeline(options=PipelineOptions(opts)) as p:
             n = p | "N" >> beam.Create([num_shards])
-            (p | beam.Create(runs) | datasets.WriteRuns(str(tmp_path / f"b{processes}"), "items", ROWS_SCHEMA,
+            (p | beam.Create(runs) | WriteRuns(str(tmp_path / f"b{processes}"), "items", ROWS_SCHEMA,
                                                        "doc_id", n, processes))
         a = datasets.shard_paths(str(tmp_path / "a"), "items")
         b = datasets.shard_paths(str(tmp_path / f"b{processes}"), "items")

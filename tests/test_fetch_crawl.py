@@ -12,7 +12,7 @@ import pytest
 from support_webserver import LoopbackWeb, Robots, loopback_only
 from webtext.pipeline import warc
 from webtext.pipeline.crawler import CrawlConfig, GroupCrawler, HostScheduler, WarcSink, backoff_seconds
-from webtext.pipeline.fetch import redirect_filter
+from webtext.pipeline.crawler import redirect_filter
 from webtext.pipeline.http import ClientConfig, HttpClient
 from webtext.pipeline.stats import dict_counter
 

@@ -10,7 +10,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from tests.support_tokenize import doc_rows, real_texts, write_documents, write_tokenizer
 from webtext import cli, inspect
-from webtext.pipeline import datasets, stats
+from webtext.pipeline import stats
+from webtext.pipeline.beam import WriteDataset
 from webtext.pipeline.errors import ERRORS_SCHEMA, error_row, error_sort_key
 from webtext.tokenize import encode
 
@@ -26,7 +27,7 @@ def stage_dirs(tmp_path_factory):
     errors = [error_row("extract", f"https://bad.example/{i}", i, reason, "why it failed")
               for i, reason in enumerate(["no_text", "no_text", "too_short"])]
     with beam.Pipeline() as p:
-        p | beam.Create(errors) | datasets.WriteDataset(docs, "errors", ERRORS_SCHEMA, error_sort_key)
+        p | beam.Create(errors) | WriteDataset(docs, "errors", ERRORS_SCHEMA, error_sort_key)
     stats.write_stats(docs, "extract", {"min_words": 5}, {"pages": 15, "documents": 12}, stats.Timer())
     tokenizer = write_tokenizer(root / "tokenizer")
     shards_dir = root / "shards"
@@ -91,7 +92,7 @@ def test_links_like_dataset_numeric_and_list_columns(tmp_path, capsys):
     rows = [{"url": f"https://h{i % 2}.example/{i}", "host": f"h{i % 2}.example", "score": i,
              "subreddits": ["python", "news"] if i % 2 else ["python"]} for i in range(1, 11)]
     with beam.Pipeline() as p:
-        p | beam.Create(rows) | datasets.WriteDataset(str(tmp_path), "links", schema, lambda r: r["url"])
+        p | beam.Create(rows) | WriteDataset(str(tmp_path), "links", schema, lambda r: r["url"])
     rc, out, _ = run(capsys, str(tmp_path))
     assert rc == 0
     assert "links: 10 rows" in out
@@ -118,7 +119,7 @@ def test_fetch_log_statuses_and_errors_are_tabulated(tmp_path, capsys):
              "error": None if i < 7 else "http_status", "fetched_at": f"2026-01-01T00:00:{i:02d}",
              "bytes": 1000 * i} for i in range(10)]
     with beam.Pipeline() as p:
-        p | beam.Create(rows) | datasets.WriteDataset(str(tmp_path), "log", schema, lambda r: r["url"])
+        p | beam.Create(rows) | WriteDataset(str(tmp_path), "log", schema, lambda r: r["url"])
     rc, out, _ = run(capsys, str(tmp_path))
     assert rc == 0
     assert "log.status: top values" in out and "log.error: top values" in out

@@ -30,6 +30,7 @@ import apache_beam as beam
 import pyarrow as pa
 
 from webtext.pipeline import datasets, fs
+from webtext.pipeline.beam import ReadDataset, WriteDataset
 from webtext.pipeline.stats import BeamCounters, Count, collect_counters
 
 ROUNDS = 8          # large-star + small-star rounds unrolled into one pipeline pass
@@ -164,7 +165,7 @@ class WriteEdges(beam.PTransform):
     def expand(self, edges):
         return (edges
                 | "AsRows" >> beam.MapTuple(lambda c, p: {"child": c, "parent": p})
-                | datasets.WriteDataset(self.output_dir, EDGES, EDGES_SCHEMA, lambda r: (r["child"], r["parent"]),
+                | WriteDataset(self.output_dir, EDGES, EDGES_SCHEMA, lambda r: (r["child"], r["parent"]),
                                         rows_per_shard=EDGES_ROWS_PER_SHARD))
 
 
@@ -178,7 +179,7 @@ def settle(work_dir: str, options_for_pass, stage: str, rounds: int = ROUNDS,
         datasets.remove_dataset(target, EDGES)
         with beam.Pipeline(options=options_for_pass(i)) as p:
             _ = (p
-                 | datasets.ReadDataset(source, EDGES)
+                 | ReadDataset(source, EDGES)
                  | "AsEdges" >> beam.Map(lambda r: (r["child"], r["parent"]))
                  | ConnectedComponents(stage, rounds)
                  | WriteEdges(target))

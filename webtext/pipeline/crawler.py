@@ -28,9 +28,10 @@ import uuid
 from typing import Callable
 from urllib.parse import urljoin, urlsplit
 
+import pyarrow as pa
 from protego import Protego
 
-from webtext.pipeline import fs
+from webtext.pipeline import datasets, fs, progress, stats
 from webtext.pipeline.http import MAX_REDIRECTS, ClientConfig, FetchError, Hop, HttpClient, KiB, MiB
 from webtext.pipeline.stats import Count
 from webtext.pipeline.warc import GZIP_LEVEL as WARC_GZIP_LEVEL, RecordWriter, encode_exchange
@@ -533,3 +534,124 @@ def log_row(link: dict, outcome: Outcome, attempts: int, elapsed: float, fetched
         "subreddits": link.get("subreddits"),
         "first_created_utc": link.get("first_created_utc"),
     }
+
+# ---------------------------------------------------------------------------------------------------------
+# One host group of the fetch stage, as a local process runs it (webtext.pipeline.fetch is the stage)
+
+STAGE = "fetch"
+PARTS_DIR = "_parts"         # each finished host group's log rows, so a killed run keeps its work
+
+LOG_SCHEMA = pa.schema([
+    pa.field("url", pa.string()),
+    pa.field("key", pa.string()),
+    pa.field("host", pa.string()),
+    pa.field("final_url", pa.string()),
+    pa.field("status", pa.int32()),
+    pa.field("error", pa.string()),
+    pa.field("error_detail", pa.string()),
+    pa.field("transient", pa.bool_()),
+    pa.field("attempts", pa.int32()),
+    pa.field("redirects", pa.int32()),
+    pa.field("bytes", pa.int64()),
+    pa.field("content_type", pa.string()),
+    pa.field("charset", pa.string()),
+    pa.field("charset_source", pa.string()),
+    pa.field("elapsed_s", pa.float64()),
+    pa.field("fetched_at", pa.string()),
+    pa.field("warc_file", pa.string()),
+    pa.field("warc_offset", pa.int64()),
+    pa.field("warc_length", pa.int64()),
+    pa.field("payload_digest", pa.string()),
+    pa.field("ip", pa.string()),
+    pa.field("run", pa.int32()),
+    pa.field("score", pa.int64()),
+    pa.field("num_submissions", pa.int64()),
+    pa.field("subreddits", pa.list_(pa.string())),
+    pa.field("first_created_utc", pa.int64()),
+])
+
+
+def log_sort_key(row: dict):
+    return (row["key"] or "", row["url"] or "")
+
+
+@dataclasses.dataclass(frozen=True)
+class RedirectFilter:
+    """The links stage's rules that judge a URL on its own (scheme, file extension, Wikipedia, excluded
+    domains), applied to every redirect target: a redirect must not smuggle in a link the links stage would
+    have dropped. Built from the links directory's `_stats.json`, so the rules are the ones that run used."""
+    schemes: frozenset = frozenset({"http", "https"})
+    blocked_extensions: frozenset | None = None   # None: the links stage's default list
+    drop_wikipedia: bool = True
+    exclude_domains: frozenset = frozenset()
+
+    @classmethod
+    def from_links_dir(cls, links_dir: str) -> "RedirectFilter":
+        config = (stats.read_stats(links_dir) or {}).get("config") or {}
+        kw = {}
+        for name in ("schemes", "blocked_extensions", "exclude_domains"):
+            if isinstance(config.get(name), list):
+                kw[name] = frozenset(config[name])
+        if isinstance(config.get("drop_wikipedia"), bool):
+            kw["drop_wikipedia"] = config["drop_wikipedia"]
+        return cls(**kw)
+
+    def __call__(self, url: str) -> str | None:
+        from webtext.pipeline import urls
+
+        try:
+            parsed = urls.parse_url(url)
+        except urls.UrlError as e:
+            return f"bad URL: {e}"
+        if parsed.scheme not in self.schemes:
+            return f"scheme {parsed.scheme!r}"
+        blocked = urls.BLOCKED_EXTENSIONS if self.blocked_extensions is None else self.blocked_extensions
+        ext = urls.blocked_extension(parsed.path, blocked) if blocked else None
+        if ext:
+            return f"file type .{ext}"
+        if self.drop_wikipedia and urls.is_wikipedia(parsed.host):
+            return "Wikipedia"
+        if urls.host_in(parsed.host, self.exclude_domains):
+            return "excluded domain"
+        return None
+
+
+redirect_filter = RedirectFilter()
+
+
+def warc_prefix(run: int, group: int) -> str:
+    return f"webtext-r{run:04d}-g{group:05d}"
+
+
+def fetch_group(task, config: CrawlConfig, output_dir: str, run: int,
+                link_filter: RedirectFilter) -> tuple[list, list, dict]:
+    """Fetch one host group with a thread pool: (log rows, no errors, counts). Its WARC files and its log
+    part are committed together (in a local process, see `beam.PoolMap`)."""
+    group, links = task
+    counts, count = stats.dict_counter()
+    links = sorted(links, key=lambda r: (r["host"], r.get("key") or "", r["url"]))
+    prefix = warc_prefix(run, group)
+    sink = WarcSink(output_dir, prefix, config.warc_max_bytes, config.warc_gzip_level)
+    client = HttpClient(config.client)
+    crawler = GroupCrawler(client, config, count, link_filter, seed=datasets.stable_hash((run, group)))
+    try:
+        rows = crawler.crawl(links, sink, run, on_progress=lambda n: progress.tick(STAGE, n))
+        sink.commit()
+    except BaseException:
+        sink.abort()
+        raise
+    finally:
+        client.close()
+        progress.flush()
+    rows.sort(key=log_sort_key)
+    # WARC files first, then the rows that point into them: a kill in between leaves unreferenced
+    # records, never rows pointing at nothing.
+    fs.write_atomic(fs.join(output_dir, PARTS_DIR, f"{prefix}.parquet"), datasets.table_bytes(rows, LOG_SCHEMA))
+    counts["groups_done"] += 1
+    return rows, [], dict(counts)
+
+
+def warm_up(_task) -> None:
+    """What a local process needs before its first host group (see `pool.prestart`): the crawler's modules,
+    imported when this function arrives, and the lazily imported charset detector."""
+    from charset_normalizer import from_bytes  # noqa: F401

@@ -4,6 +4,9 @@ A stage's output directory holds one or more named datasets, each a set of Parqu
 `NAME-SSSSS-of-NNNNN.parquet`, plus `_stats.json`. Rows are assigned to shards by a stable hash of their
 sort key and sorted within each shard, and the shard count follows from the row count alone, so the same
 rows give byte-identical files whatever the runner, the worker count or the input order.
+
+Plain functions, free of Beam (a stage's local processes read and write through them); the Beam transforms
+that write and read datasets (`WriteDataset`, `WriteRuns`, `ReadDataset`) are in `webtext.pipeline.beam`.
 """
 
 from __future__ import annotations
@@ -11,9 +14,8 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
-import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -97,49 +99,9 @@ def table_bytes(rows: list[dict] | pa.Table, schema: pa.Schema) -> bytes:
     return buf.getvalue()
 
 
-class _WriteShard(beam.DoFn):
-    def __init__(self, output_dir: str, name: str, schema: pa.Schema, sort_key: Callable[[dict], Any]):
-        self.output_dir, self.name, self.schema, self.sort_key = output_dir, name, schema, sort_key
-
-    def process(self, element, num_shards):
-        index, rows = element
-        rows = sorted((r for r in rows if r is not None), key=self.sort_key)
-        path = fs.join(self.output_dir, shard_name(self.name, index, num_shards))
-        fs.write_atomic(path, table_bytes(rows, self.schema))
-        yield path
-
-
-class WriteDataset(beam.PTransform):
-    """Write dict rows as the dataset `name` under `output_dir`: hash-sharded by `sort_key`, sorted within
-    each shard, one file per shard (empty shards included), written atomically. Returns the file paths.
-
-    Each shard is sorted in one worker's memory: choose `rows_per_shard` so a shard stays in the low
-    hundreds of MB (links: ~1M rows; documents: ~50k)."""
-
-    def __init__(self, output_dir: str, name: str, schema: pa.Schema, sort_key: Callable[[dict], Any],
-                 rows_per_shard: int = 1_000_000):
-        super().__init__(f"Write_{name}")
-        self.output_dir, self.name, self.schema = output_dir, name, schema
-        self.sort_key, self.rows_per_shard = sort_key, rows_per_shard
-
-    def expand(self, rows):
-        per_shard, sort_key = self.rows_per_shard, self.sort_key
-        n = (rows
-             | "Count" >> beam.combiners.Count.Globally()
-             | "NumShards" >> beam.Map(num_shards_for, per_shard))
-        n_side = beam.pvalue.AsSingleton(n)
-        keyed = rows | "KeyByShard" >> beam.Map(lambda r, k: (stable_hash(sort_key(r)) % k, r), k=n_side)
-        every_shard = n | "EveryShard" >> beam.FlatMap(lambda k: [(i, None) for i in range(k)])
-        return ((keyed, every_shard)
-                | "Flatten" >> beam.Flatten()
-                | "GroupByShard" >> beam.GroupByKey()
-                | "WriteShards" >> beam.ParDo(_WriteShard(self.output_dir, self.name, self.schema, sort_key),
-                                              num_shards=n_side))
-
-
 def split_into_runs(table: pa.Table, key: str, num_shards: int, run_dir: str, run_name: str) -> list[tuple[int, str]]:
     """Write `table`'s rows as sorted runs, one Arrow IPC file per output shard they fall in (the shard of
-    `WriteDataset` with `sort_key=lambda r: r[key]`), at `run_dir/SSSSS/run_name.arrow`. Returns
+    `beam.WriteDataset` with `sort_key=lambda r: r[key]`), at `run_dir/SSSSS/run_name.arrow`. Returns
     (shard, path) for each run. A retried task rewrites the same files (atomically)."""
     if not table.num_rows:
         return []
@@ -163,8 +125,8 @@ def split_into_runs(table: pa.Table, key: str, num_shards: int, run_dir: str, ru
 
 def write_shard_from_runs(task: tuple[int, list], output_dir: str, name: str, schema: pa.Schema, key: str,
                           num_shards: int) -> str:
-    """Merge one shard's runs (`split_into_runs`) into its Parquet file, byte for byte what `WriteDataset`
-    writes for the same rows; then delete the runs. `task` is (shard, run paths; None entries ignored)."""
+    """Merge one shard's runs (`split_into_runs`) into its Parquet file, byte for byte what
+    `beam.WriteDataset` writes for the same rows; then delete the runs. `task` is (shard, run paths; None entries ignored)."""
     index, paths = task
     paths = sorted(p for p in paths if p is not None)
     tables = []
@@ -177,28 +139,6 @@ def write_shard_from_runs(task: tuple[int, list], output_dir: str, name: str, sc
     fs.write_atomic(path, table_bytes(table, schema))
     fs.delete(paths)
     return path
-
-
-class WriteRuns(beam.PTransform):
-    """The dataset `name` from runs written by `split_into_runs`: (shard, run path) elements in,
-    `num_shards` (a singleton PCollection) files out, each merged, sorted and written in one of `processes`
-    local processes (every shard, empty ones included). Rows travel as files, not as Beam elements."""
-
-    def __init__(self, output_dir: str, name: str, schema: pa.Schema, key: str, num_shards, processes: int = 1):
-        super().__init__(f"WriteRuns_{name}")
-        self.output_dir, self.name, self.schema, self.key = output_dir, name, schema, key
-        self.num_shards, self.processes = num_shards, processes
-
-    def expand(self, runs):
-        from webtext.pipeline.beam import PoolMap
-
-        every_shard = self.num_shards | "EveryShard" >> beam.FlatMap(lambda k: [(i, None) for i in range(k)])
-        return ((runs, every_shard)
-                | "Flatten" >> beam.Flatten()
-                | "GroupByShard" >> beam.GroupByKey()
-                | "AsLists" >> beam.MapTuple(lambda index, paths: (index, list(paths)))
-                | "WriteShards" >> PoolMap(write_shard_from_runs, self.processes, self.output_dir, self.name,
-                                           self.schema, self.key, side=(beam.pvalue.AsSingleton(self.num_shards),)))
 
 
 def row_groups(path: str) -> list[tuple[str, int]]:
@@ -236,32 +176,3 @@ def iter_rows(output_dir: str, name: str, columns: list[str] | None = None,
         with fs.open_read(p) as f:
             for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns):
                 yield from batch.to_pylist()
-
-
-class ReadDataset(beam.PTransform):
-    """Rows of a dataset written by `WriteDataset` as dicts. Files are listed when the pipeline runs, not when
-    it is built, so a whole build's graph can be constructed (and checked) before any upstream output exists."""
-
-    def __init__(self, input_dir: str, name: str, columns: list[str] | None = None):
-        super().__init__(f"Read_{name}")
-        self.input_dir, self.name, self.columns = input_dir, name, columns
-
-    def expand(self, pbegin):
-        return (pbegin
-                | "Dir" >> beam.Create([self.input_dir])
-                | "Paths" >> beam.FlatMap(_existing_shards, self.name)
-                | "RowGroups" >> beam.FlatMap(row_groups)
-                | "Reshuffle" >> beam.Reshuffle()
-                | "Rows" >> beam.FlatMap(_rows_of_row_group, self.columns))
-
-
-def _existing_shards(input_dir: str, name: str) -> list[str]:
-    paths = shard_paths(input_dir, name)
-    if not paths:
-        raise FileNotFoundError(f"{input_dir}: no dataset {name!r} ({shard_pattern(input_dir, name)})")
-    return paths
-
-
-def _rows_of_row_group(task: tuple[str, int], columns):
-    for batch in read_row_group(task, columns).to_batches(max_chunksize=2048):
-        yield from batch.to_pylist()

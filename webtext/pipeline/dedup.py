@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import hashlib
 import itertools
 import sys
 import typing
@@ -24,15 +23,15 @@ from typing import Iterable
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from webtext.pipeline import components, datasets, fs, minhash, pool
-from webtext.pipeline.beam import PoolMap, UnpackResults, add_runner_arguments, local_processes, pipeline_options
-from webtext.pipeline.errors import ERRORS, ERRORS_SCHEMA, error_row, error_sort_key
+from webtext.pipeline.beam import (PoolMap, ReadDataset, UnpackResults, WriteDataset, WriteRuns,
+                                    add_runner_arguments, local_processes, pipeline_options)
+from webtext.pipeline.dedup_rows import STAGE, keep_row_group, payload_row_group, sketch_row_group, warm_up
+from webtext.pipeline.errors import ERRORS, ERRORS_SCHEMA, error_sort_key
 from webtext.pipeline.stats import BeamCounters, Count, Timer, collect_counters, print_funnel, write_stats
 
-STAGE = "dedup"
 DOCUMENTS = "documents"
 CLUSTERS = "clusters"
 WORK_DIR = "_work"                 # edge sets of extra clustering passes; removed when the stage finishes
@@ -55,8 +54,6 @@ CLUSTERS_SCHEMA = pa.schema([
     pa.field("kept", pa.bool_(), nullable=False),
     pa.field("reason", pa.string(), nullable=False),       # kept / exact_duplicate / near_duplicate
 ])
-
-SKETCH_COLUMNS = ["doc_id", "text", "score"]
 
 EXAMPLE = """\
   webtext dedup --docs /tmp/documents --output /tmp/deduped --workers 1
@@ -98,15 +95,6 @@ class DedupConfig:
 
 # ---------------------------------------------------------------------------------------------------------
 # Plain functions
-
-def check_document(row: dict) -> str | None:
-    """The error reason of a row that cannot be deduplicated, or None."""
-    if not row.get("doc_id"):
-        return "missing_doc_id"
-    if row.get("text") is None:
-        return "missing_text"
-    return None
-
 
 def keep_order(member: tuple) -> tuple:
     """Sort key of cluster members (doc_id, score, exact_key): the first is kept. Highest score first, no
@@ -158,100 +146,8 @@ def similarity(payload_a: bytes, payload_b: bytes, verify: str, dtype) -> float:
     return minhash.estimated_jaccard(np.frombuffer(payload_a, dtype), np.frombuffer(payload_b, dtype))
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Work on one row group of the input (plain functions: they run in the stage's local processes)
-
-def _valid_mask(table: pa.Table) -> pa.ChunkedArray:
-    ids = table.column("doc_id")
-    return pc.and_(pc.fill_null(pc.not_equal(ids, ""), False), pc.is_valid(table.column("text")))
-
-
-def _input_errors(table: pa.Table) -> list[dict]:
-    """Error rows for the rows that cannot be deduplicated (no doc_id, no text)."""
-    bad = table.filter(pc.invert(_valid_mask(table)))
-    errors = []
-    for row in bad.to_pylist():
-        reason = check_document(row)
-        errors.append(error_row(STAGE, row.get("url") or row.get("doc_id") or "", None, reason,
-                                f"document row without {reason.removeprefix('missing_')}", repr(row)[:1000]))
-    return errors
-
-
 def _hasher(cfg: DedupConfig) -> minhash.MinHasher:
     return minhash.MinHasher(cfg.num_perm, cfg.seed, cfg.scheme)
-
-
-def warm_up(_task) -> None:
-    """What every local process needs before its first row group (see `pool.prestart`)."""
-    minhash.normalize("warm up")
-
-
-def sketch_row_group(task, cfg: DedupConfig, hasher: minhash.MinHasher, lsh: tuple[int, int],
-                     signatures: bool = True) -> tuple[list, list, dict]:
-    """([sketches], errors, counts) of one row group of a documents file. Its sketches are one columnar
-    batch (doc_ids, scores, exact_keys, band_keys), a list each, in row order; a document's band keys are
-    bytes, or None when it stays out of LSH (or `signatures` is false). A batch, not an element per
-    document: the runner's cost is per element. `hasher` and `lsh` (bands, rows) come made: a local process
-    then never imports datasketch."""
-    table = datasets.read_row_group(task, SKETCH_COLUMNS + ["url"])
-    counts = collections.Counter()
-    errors = _input_errors(table)
-    for e in errors:
-        counts[f"error_{e['reason']}"] += 1
-    valid = table.filter(_valid_mask(table))
-    bands, rows = lsh
-    doc_ids, scores = valid.column("doc_id").to_pylist(), valid.column("score").to_pylist()
-    normalized = [minhash.normalize(text) for text in valid.column("text").to_pylist()]
-    keys = [minhash.exact_key(n) for n in normalized]
-    band_keys = [None] * len(doc_ids)
-    if signatures:
-        with_sig = [i for i, n in enumerate(normalized) if n]
-        empty = len(doc_ids) - len(with_sig)  # kept out of LSH: exact duplicates of each other only
-        shorter = sum(1 for i in with_sig if normalized[i].count(" ") + 1 < cfg.ngram)
-        for name, n in (("empty_after_normalisation", empty), ("shorter_than_shingle", shorter)):
-            if n:
-                counts[name] += n
-        if with_sig:
-            sigs = hasher.signatures(minhash.shingle_hashes_many([normalized[i] for i in with_sig], cfg.ngram))
-            for i, k in zip(with_sig, minhash.band_keys(sigs, bands, rows)):
-                band_keys[i] = k.tobytes()
-    counts["documents_in"] += len(doc_ids)
-    return [(doc_ids, scores, keys, band_keys)], errors, dict(counts)
-
-
-def payload_row_group(task, cfg: DedupConfig, hasher: minhash.MinHasher, wanted: frozenset) -> list[tuple[str, bytes]]:
-    """(doc_id, verification payload) of the documents of one row group that are in `wanted` (the
-    candidates): their shingle hashes (--verify exact) or MinHash signature (estimate)."""
-    table = datasets.read_row_group(task, ["doc_id", "text"])
-    table = table.filter(pc.and_(_valid_mask(table), pc.is_in(table.column("doc_id"),
-                                                               pa.array(sorted(wanted), pa.string()))))
-    doc_ids = table.column("doc_id").to_pylist()
-    hashes = minhash.shingle_hashes_many([minhash.normalize(t) for t in table.column("text").to_pylist()], cfg.ngram)
-    if cfg.verify == "exact":
-        return [(d, np.unique(h).tobytes()) for d, h in zip(doc_ids, hashes)]  # sorted and distinct, once each
-    return [(d, sig.tobytes()) for d, sig in zip(doc_ids, hasher.signatures(hashes))]
-
-
-def keep_row_group(task, schema: pa.Schema, run_dir: str, dropped: dict[str, str],
-                   num_shards: int) -> tuple[list, list, dict]:
-    """(runs, errors, counts) of one row group: its valid rows whose doc_id was not removed, written as
-    sorted runs per output shard (`datasets.split_into_runs`). Rows removed because several rows share
-    their doc_id are errors (one per row)."""
-    table = datasets.read_row_group(task)
-    table = table.filter(_valid_mask(table))
-    ids = table.column("doc_id").to_pylist()
-    keep = [doc_id not in dropped for doc_id in ids]
-    errors = []
-    for row_index in (i for i, k in enumerate(keep) if not k and dropped[ids[i]] == "duplicate_doc_id"):
-        row = table.slice(row_index, 1).to_pylist()[0]
-        errors.append(error_row(
-            STAGE, row["url"] or row["doc_id"], None, "duplicate_doc_id",
-            f"doc_id {row['doc_id']} appears in more than one input row; doc_ids must be unique", row["url"]))
-    kept = table.filter(pa.array(keep, pa.bool_())).cast(schema)
-    path, index = task
-    run_name = f"{hashlib.blake2b(path.encode(), digest_size=8).hexdigest()}-{index:05d}"
-    runs = datasets.split_into_runs(kept, "doc_id", num_shards, run_dir, run_name)
-    return runs, errors, {"kept": kept.num_rows}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -453,7 +349,7 @@ class VerifyCandidates(beam.PTransform):
         # for a side input computed downstream of that read.
         payloads = (self.p
                     | "InputForPayloads" >> RowGroups(self.docs_dir)
-                    | "Payloads" >> PoolMap(payload_row_group, self.processes, cfg, hasher,
+                    | "Payloads" >> PoolMap(payload_row_group, self.processes, cfg.ngram, cfg.verify, hasher,
                                             side=(beam.pvalue.AsList(wanted),), prepare=frozenset)
                     | "Each" >> beam.FlatMap(lambda items: items))
         return ({"payload": payloads,
@@ -550,7 +446,8 @@ def _documents_and_meta(p, docs_dir: str, cfg: DedupConfig, count: Count, signat
     """(errors, sketch batches, meta parts, valid row count) of the input documents."""
     sketched = (p
                 | "InputForSketch" >> RowGroups(docs_dir)
-                | "Sketch" >> PoolMap(sketch_row_group, processes, cfg, _hasher(cfg), cfg.lsh(), signatures)
+                | "Sketch" >> PoolMap(sketch_row_group, processes, cfg.ngram, _hasher(cfg), cfg.lsh(),
+                                      signatures)
                 | "UnpackSketches" >> beam.ParDo(UnpackResults(count)).with_outputs(ERRORS, main="sketches"))
     meta = sketched.sketches | "MetaParts" >> beam.ParDo(_MetaPartitions())
     valid_rows = (sketched.sketches
@@ -572,12 +469,12 @@ def _write_outputs(p, docs_dir: str, output_dir: str, schema: pa.Schema, stars, 
             | "Keep" >> PoolMap(keep_row_group, processes, schema, fs.join(output_dir, WORK_DIR, "kept"),
                                 side=(beam.pvalue.AsDict(dropped), beam.pvalue.AsSingleton(num_shards)))
             | "UnpackKept" >> beam.ParDo(UnpackResults(count)).with_outputs(ERRORS, main="runs"))
-    _ = kept.runs | "WriteDocuments" >> datasets.WriteRuns(
+    _ = kept.runs | "WriteDocuments" >> WriteRuns(
         output_dir, DOCUMENTS, schema, "doc_id", num_shards, processes)
-    _ = clusters | "WriteClusters" >> datasets.WriteDataset(
+    _ = clusters | "WriteClusters" >> WriteDataset(
         output_dir, CLUSTERS, CLUSTERS_SCHEMA, lambda r: r["doc_id"], CLUSTER_ROWS_PER_SHARD)
     _ = ((errors, kept[ERRORS]) | "AllErrors" >> beam.Flatten()
-         | "WriteErrors" >> datasets.WriteDataset(output_dir, ERRORS, ERRORS_SCHEMA, error_sort_key))
+         | "WriteErrors" >> WriteDataset(output_dir, ERRORS, ERRORS_SCHEMA, error_sort_key))
 
 
 def build_pipeline(p: beam.Pipeline, docs_dir: str, output_dir: str, cfg: DedupConfig, schema: pa.Schema,
@@ -646,7 +543,7 @@ def run_dedup(docs_dir: str, output_dir: str, cfg: DedupConfig, options_for_pass
             datasets.remove_dataset(output_dir, name)
         with beam.Pipeline(options=options_for_pass(passes)) as p:
             errors, _, meta, valid_rows = _documents_and_meta(p, docs_dir, cfg, count, False, processes)
-            stars = (p | "ReadEdges" >> datasets.ReadDataset(final_dir, components.EDGES)
+            stars = (p | "ReadEdges" >> ReadDataset(final_dir, components.EDGES)
                      | "AsEdges" >> beam.Map(lambda r: (r["child"], r["parent"])))
             _write_outputs(p, docs_dir, output_dir, schema, stars, meta, valid_rows, errors, count,
                            processes)

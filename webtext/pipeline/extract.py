@@ -22,7 +22,7 @@ import pyarrow as pa
 from apache_beam.transforms.window import GlobalWindows
 
 from webtext.pipeline import datasets, fs, progress, stats, urls, warc
-from webtext.pipeline.beam import local_processes, pipeline_options
+from webtext.pipeline.beam import ReadDataset, WriteDataset, local_processes, pipeline_options
 from webtext.pipeline.errors import ERRORS, ERRORS_SCHEMA, error_row, error_sort_key
 from webtext.pipeline.filters import FILTERS, MAX_WORDS, MIN_WORDS, FilterConfig, clean_document
 from webtext.pipeline.sandbox import (FAVOR, MAX_HTML_CHARS, MEMORY_MB, RECYCLE_AFTER, TIMEOUT_S,
@@ -31,7 +31,7 @@ from webtext.pipeline.sandbox import (FAVOR, MAX_HTML_CHARS, MEMORY_MB, RECYCLE_
 STAGE = "extract"
 DOCUMENTS = "documents"
 FETCH_LOG = "log"
-ROWS_PER_SHARD = 50_000          # datasets.WriteDataset: keeps a shard's sort in the low hundreds of MB
+ROWS_PER_SHARD = 50_000          # WriteDataset: keeps a shard's sort in the low hundreds of MB
 MAX_HTML_BYTES = MAX_HTML_CHARS  # body bytes read per page; the rest is cut before decoding (counted)
 SNIFF_BYTES = 1024               # body prefix checked for binary signatures
 READ_SPAN_BYTES = 64 * 1024 * 1024  # a WARC file is read in spans this long: the unit of parallel work
@@ -221,7 +221,7 @@ class ReadFetchedPages(beam.PTransform):
     def expand(self, pbegin):
         count = stats.BeamCounters(STAGE)
         return (pbegin
-                | "ReadLog" >> datasets.ReadDataset(self.fetch_dir, FETCH_LOG)
+                | "ReadLog" >> ReadDataset(self.fetch_dir, FETCH_LOG)
                 | "Stored" >> beam.Filter(keep_fetched, count)
                 | "BySpan" >> beam.Map(lambda r: (warc_span(r), r))
                 | "GroupBySpan" >> beam.GroupByKey()
@@ -388,11 +388,11 @@ def build_pipeline(p: beam.Pipeline, output_dir: str, *, fetch_dir: str | None, 
         read = p | "ReadWarc" >> ReadWarcPages(warc_paths, max_html_bytes)
     documents, extract_errors = read.pages | "Extract" >> ExtractDocuments(sandbox, filters,
                                                                           one_per_id=warc_paths is not None)
-    _ = documents | "WriteDocuments" >> datasets.WriteDataset(output_dir, DOCUMENTS, DOCUMENTS_SCHEMA,
+    _ = documents | "WriteDocuments" >> WriteDataset(output_dir, DOCUMENTS, DOCUMENTS_SCHEMA,
                                                               doc_sort_key, rows_per_shard)
     _ = ((read[ERRORS], extract_errors)
          | "AllErrors" >> beam.Flatten()
-         | "WriteErrors" >> datasets.WriteDataset(output_dir, ERRORS, ERRORS_SCHEMA, error_sort_key))
+         | "WriteErrors" >> WriteDataset(output_dir, ERRORS, ERRORS_SCHEMA, error_sort_key))
 
 
 def graph(p: beam.Pipeline, args: argparse.Namespace) -> None:

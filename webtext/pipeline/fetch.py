@@ -18,25 +18,24 @@ import re
 import sys
 
 import apache_beam as beam
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from webtext.pipeline import datasets, fs, pool, progress, stats, warc
-from webtext.pipeline.beam import PoolMap, UnpackResults, add_runner_arguments, local_processes, pipeline_options
-from webtext.pipeline.crawler import (BACKOFF_S, CONCURRENCY, HOST_DELAY_S, MAX_CRAWL_DELAY_S, MAX_RETRY_AFTER_S,
-                                      PER_HOST, RETRIES, WARC_DIR, WARC_GZIP_LEVEL, WARC_MAX_BYTES, CrawlConfig, GroupCrawler,
-                                      WarcSink)
+from webtext.pipeline.beam import (PoolMap, ReadDataset, UnpackResults, WriteDataset, add_runner_arguments,
+                                    local_processes, pipeline_options)
+from webtext.pipeline.crawler import (BACKOFF_S, CONCURRENCY, HOST_DELAY_S, LOG_SCHEMA, MAX_CRAWL_DELAY_S,
+                                      MAX_RETRY_AFTER_S, PARTS_DIR, PER_HOST, RETRIES, STAGE, WARC_DIR,
+                                      WARC_GZIP_LEVEL, WARC_MAX_BYTES, CrawlConfig, RedirectFilter, fetch_group,
+                                      log_sort_key, warm_up)
 from webtext.pipeline.errors import ERRORS, ERRORS_SCHEMA, error_row, error_sort_key
 from webtext.pipeline.http import (CONNECT_TIMEOUT_S, DEFAULT_USER_AGENT, DNS_TIMEOUT_S, MAX_BYTES, MAX_REDIRECTS,
-                                   READ_TIMEOUT_S, TOTAL_TIMEOUT_S, AddressPolicy, ClientConfig, HttpClient,
+                                   READ_TIMEOUT_S, TOTAL_TIMEOUT_S, AddressPolicy, ClientConfig,
                                    parse_resolve_overrides)
 
-STAGE = "fetch"
 LOG = "log"
 LINKS = "links"
 HOSTS_PER_GROUP = 256        # hosts fetched by one worker call: enough to keep `--concurrency` threads busy
 LOG_ROWS_PER_SHARD = 500_000
-PARTS_DIR = "_parts"         # each finished host group's log rows, so a killed run keeps its work
 STAGING_DIR = "_staging"     # the new log, written whole before it replaces the old one
 RESUME_DIR = "_resume"       # a staging log left by a run killed while swapping logs
 RUNS_DIR = "_runs"           # one marker per run: the run number names its WARC files
@@ -48,87 +47,11 @@ EXAMPLE = """\
   webtext fetch --links out/links --output out/fetch --resolve '*.test=127.0.0.1' --allow-network 127.0.0.1/32
 """
 
-LOG_SCHEMA = pa.schema([
-    pa.field("url", pa.string()),
-    pa.field("key", pa.string()),
-    pa.field("host", pa.string()),
-    pa.field("final_url", pa.string()),
-    pa.field("status", pa.int32()),
-    pa.field("error", pa.string()),
-    pa.field("error_detail", pa.string()),
-    pa.field("transient", pa.bool_()),
-    pa.field("attempts", pa.int32()),
-    pa.field("redirects", pa.int32()),
-    pa.field("bytes", pa.int64()),
-    pa.field("content_type", pa.string()),
-    pa.field("charset", pa.string()),
-    pa.field("charset_source", pa.string()),
-    pa.field("elapsed_s", pa.float64()),
-    pa.field("fetched_at", pa.string()),
-    pa.field("warc_file", pa.string()),
-    pa.field("warc_offset", pa.int64()),
-    pa.field("warc_length", pa.int64()),
-    pa.field("payload_digest", pa.string()),
-    pa.field("ip", pa.string()),
-    pa.field("run", pa.int32()),
-    pa.field("score", pa.int64()),
-    pa.field("num_submissions", pa.int64()),
-    pa.field("subreddits", pa.list_(pa.string())),
-    pa.field("first_created_utc", pa.int64()),
-])
 LINK_FIELDS = ("score", "num_submissions", "subreddits", "first_created_utc")
-
-
-def log_sort_key(row: dict):
-    return (row["key"] or "", row["url"] or "")
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Pure logic
-
-@dataclasses.dataclass(frozen=True)
-class RedirectFilter:
-    """The links stage's rules that judge a URL on its own (scheme, file extension, Wikipedia, excluded
-    domains), applied to every redirect target: a redirect must not smuggle in a link the links stage would
-    have dropped. Built from the links directory's `_stats.json`, so the rules are the ones that run used."""
-    schemes: frozenset = frozenset({"http", "https"})
-    blocked_extensions: frozenset | None = None   # None: the links stage's default list
-    drop_wikipedia: bool = True
-    exclude_domains: frozenset = frozenset()
-
-    @classmethod
-    def from_links_dir(cls, links_dir: str) -> "RedirectFilter":
-        config = (stats.read_stats(links_dir) or {}).get("config") or {}
-        kw = {}
-        for name in ("schemes", "blocked_extensions", "exclude_domains"):
-            if isinstance(config.get(name), list):
-                kw[name] = frozenset(config[name])
-        if isinstance(config.get("drop_wikipedia"), bool):
-            kw["drop_wikipedia"] = config["drop_wikipedia"]
-        return cls(**kw)
-
-    def __call__(self, url: str) -> str | None:
-        from webtext.pipeline import urls
-
-        try:
-            parsed = urls.parse_url(url)
-        except urls.UrlError as e:
-            return f"bad URL: {e}"
-        if parsed.scheme not in self.schemes:
-            return f"scheme {parsed.scheme!r}"
-        blocked = urls.BLOCKED_EXTENSIONS if self.blocked_extensions is None else self.blocked_extensions
-        ext = urls.blocked_extension(parsed.path, blocked) if blocked else None
-        if ext:
-            return f"file type .{ext}"
-        if self.drop_wikipedia and urls.is_wikipedia(parsed.host):
-            return "Wikipedia"
-        if urls.host_in(parsed.host, self.exclude_domains):
-            return "excluded domain"
-        return None
-
-
-redirect_filter = RedirectFilter()
-
 
 def is_final(row: dict) -> bool:
     """A logged link that a rerun keeps: fetched, or failed for a reason that will not change."""
@@ -219,44 +142,6 @@ def group_of(host: str, num_groups: int) -> int:
     return datasets.stable_hash(host or "") % num_groups
 
 
-def warc_prefix(run: int, group: int) -> str:
-    return f"webtext-r{run:04d}-g{group:05d}"
-
-
-def fetch_group(task, config: CrawlConfig, output_dir: str, run: int,
-                link_filter: RedirectFilter) -> tuple[list, list, dict]:
-    """Fetch one host group with a thread pool: (log rows, no errors, counts). Its WARC files and its log
-    part are committed together (in a local process, see `beam.PoolMap`)."""
-    group, links = task
-    counts, count = stats.dict_counter()
-    links = sorted(links, key=lambda r: (r["host"], r.get("key") or "", r["url"]))
-    prefix = warc_prefix(run, group)
-    sink = WarcSink(output_dir, prefix, config.warc_max_bytes, config.warc_gzip_level)
-    client = HttpClient(config.client)
-    crawler = GroupCrawler(client, config, count, link_filter, seed=datasets.stable_hash((run, group)))
-    try:
-        rows = crawler.crawl(links, sink, run, on_progress=lambda n: progress.tick(STAGE, n))
-        sink.commit()
-    except BaseException:
-        sink.abort()
-        raise
-    finally:
-        client.close()
-        progress.flush()
-    rows.sort(key=log_sort_key)
-    # WARC files first, then the rows that point into them: a kill in between leaves unreferenced
-    # records, never rows pointing at nothing.
-    fs.write_atomic(fs.join(output_dir, PARTS_DIR, f"{prefix}.parquet"), datasets.table_bytes(rows, LOG_SCHEMA))
-    counts["groups_done"] += 1
-    return rows, [], dict(counts)
-
-
-def warm_up(_task) -> None:
-    """What a local process needs before its first host group (see `pool.prestart`): the crawler's modules,
-    imported when this function arrives, and the lazily imported charset detector."""
-    from charset_normalizer import from_bytes  # noqa: F401
-
-
 def _read_log_file(path: str):
     with fs.open_read(path) as f:
         table = pq.read_table(f)
@@ -268,7 +153,7 @@ def build_pipeline(p, links_dir: str, output_dir: str, previous_files: list[str]
                    run: int, hosts_per_group: int = HOSTS_PER_GROUP, rows_per_shard: int = LOG_ROWS_PER_SHARD,
                    processes: int = 1):
     """`processes`: local processes that fetch host groups side by side (each with its own threads)."""
-    links = p | "ReadLinks" >> datasets.ReadDataset(links_dir, LINKS)
+    links = p | "ReadLinks" >> ReadDataset(links_dir, LINKS)
     checked = links | "CheckLinks" >> beam.ParDo(CheckLinks()).with_outputs("logged", "errors", main="ok")
     ident = lambda r: (r.get("key") or "", r["url"])  # noqa: E731
     keyed_links = checked.ok | "KeyLinks" >> beam.Map(lambda r: (ident(r), r))
@@ -297,8 +182,8 @@ def build_pipeline(p, links_dir: str, output_dir: str, previous_files: list[str]
                | "Unpack" >> beam.ParDo(UnpackResults(stats.BeamCounters(STAGE))))
     _ = ((fetched, planned.logged, checked.logged)
          | "AllRows" >> beam.Flatten()
-         | datasets.WriteDataset(fs.join(output_dir, STAGING_DIR), LOG, LOG_SCHEMA, log_sort_key, rows_per_shard))
-    _ = checked.errors | datasets.WriteDataset(output_dir, ERRORS, ERRORS_SCHEMA, error_sort_key)
+         | WriteDataset(fs.join(output_dir, STAGING_DIR), LOG, LOG_SCHEMA, log_sort_key, rows_per_shard))
+    _ = checked.errors | WriteDataset(output_dir, ERRORS, ERRORS_SCHEMA, error_sort_key)
 
 
 # ---------------------------------------------------------------------------------------------------------

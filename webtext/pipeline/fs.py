@@ -1,20 +1,48 @@
-"""One file-system layer for every stage: local paths and gs:// behave the same (Beam's FileSystems)."""
+"""One file-system layer for every stage: local paths and gs:// (or any `scheme://`) behave the same.
+
+Remote paths go through Beam's FileSystems. Local paths go straight to the operating system, as Beam's own
+LocalFileSystem does (it is a thin layer over `os` and `io.open`), but without importing Beam: the local
+processes of a stage (`pool.TaskPool`) write WARC files and Parquet parts through this module and start in
+~0.25 s instead of the ~0.85 s that importing Beam costs each of them. Patterns match as Beam matches them
+on every file system: `*`, `?` and `[...]` within a path component, `**` across directories, hidden files
+included, files only; a path without a wildcard matches itself (a file or a directory).
+"""
 
 from __future__ import annotations
 
+import glob as _glob
+import os
 import posixpath
+import shutil
 import uuid
 from typing import IO, Iterable
 
 import orjson
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
+
+_WILDCARDS = frozenset("*?[")
+
+
+def _filesystems():
+    """Beam's FileSystems, imported on first use by a remote path."""
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems
+
+
+def _match_remote(pattern: str) -> list[str]:
+    return [m.path for m in _filesystems().match([pattern])[0].metadata_list]
+
+
+def _match_local(pattern: str) -> list[str]:
+    if not _WILDCARDS & set(pattern):
+        return [pattern] if os.path.exists(pattern) else []
+    return [p for p in _glob.glob(pattern, recursive=True, include_hidden=True) if os.path.isfile(p)]
 
 
 def join(base: str, *parts: str) -> str:
     if is_remote(base):  # string work only: naming a gs:// path must not need the gcp extra
         return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
-    return FileSystems.join(base, *parts)
+    return os.path.join(base, *parts)
 
 
 def is_remote(path: str) -> bool:
@@ -27,7 +55,7 @@ def glob(patterns: str | Iterable[str]) -> list[str]:
         patterns = [patterns]
     found: set[str] = set()
     for pattern in patterns:
-        matches = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+        matches = _match_remote(pattern) if is_remote(pattern) else _match_local(pattern)
         if not matches:
             raise FileNotFoundError(f"no file matches {pattern!r}")
         found.update(matches)
@@ -35,40 +63,62 @@ def glob(patterns: str | Iterable[str]) -> list[str]:
 
 
 def glob_or_empty(pattern: str) -> list[str]:
+    if not is_remote(pattern):
+        return sorted(_match_local(pattern))
     try:
-        return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+        return sorted(_match_remote(pattern))
     except Exception:  # a missing directory on some file systems raises instead of matching nothing
         return []
 
 
 def exists(path: str) -> bool:
-    return FileSystems.exists(path)
+    return _filesystems().exists(path) if is_remote(path) else os.path.exists(path)
 
 
 def size(path: str) -> int:
-    return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+    if is_remote(path):
+        return _filesystems().match([path])[0].metadata_list[0].size_in_bytes
+    return os.path.getsize(path)
 
 
 def makedirs(path: str) -> None:
     if not is_remote(path):  # object stores have no directories
-        try:
-            FileSystems.mkdirs(path)
-        except OSError:
-            pass  # already there
+        os.makedirs(path, exist_ok=True)
 
 
 def open_read(path: str) -> IO[bytes]:
     """Raw bytes of a file (no transparent decompression: callers choose their decoder)."""
-    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    if is_remote(path):
+        from apache_beam.io.filesystem import CompressionTypes
+
+        return _filesystems().open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    return open(path, "rb")
 
 
 def open_write(path: str) -> IO[bytes]:
-    return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    """A new file (replacing any), its directory made as needed."""
+    if is_remote(path):
+        from apache_beam.io.filesystem import CompressionTypes
+
+        return _filesystems().create(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    return open(path, "wb")
 
 
 def delete(paths: list[str]) -> None:
-    if paths:
-        FileSystems.delete(paths)
+    """Delete files, and directories with everything in them. A path that is not there is an error."""
+    remote = [p for p in paths if is_remote(p)]
+    if remote:
+        _filesystems().delete(remote)
+    for path in paths:
+        if is_remote(path):
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
 
 
 def write_atomic(path: str, data: bytes) -> None:
@@ -81,9 +131,13 @@ def write_atomic(path: str, data: bytes) -> None:
 
 
 def rename(src: str, dst: str) -> None:
-    if is_remote(dst) and FileSystems.exists(dst):
-        FileSystems.delete([dst])
-    FileSystems.rename([src], [dst])
+    if not is_remote(dst):
+        os.replace(src, dst)
+        return
+    filesystems = _filesystems()
+    if filesystems.exists(dst):
+        filesystems.delete([dst])
+    filesystems.rename([src], [dst])
 
 
 def read_bytes(path: str) -> bytes:

@@ -29,7 +29,7 @@ import orjson
 import pyarrow as pa
 
 from webtext.pipeline import datasets, fs, progress, stats, urls
-from webtext.pipeline.beam import PoolMap, UnpackResults, local_processes, pipeline_options
+from webtext.pipeline.beam import PoolMap, UnpackResults, WriteDataset, local_processes, pipeline_options
 from webtext.pipeline.dumps import DumpReadError, iter_lines
 from webtext.pipeline.errors import ERRORS, ERRORS_SCHEMA, error_row, error_sort_key
 
@@ -324,9 +324,9 @@ class BuildLinks(beam.PTransform):
         read = paths | "Read" >> ReadSubmissionLinks(self.rules, self.processes)
         links = (read[LINKS]
                  | "Merge" >> MergeLinks(self.rules)
-                 | "WriteLinks" >> datasets.WriteDataset(self.output_dir, LINKS, LINKS_SCHEMA, _link_sort_key,
+                 | "WriteLinks" >> WriteDataset(self.output_dir, LINKS, LINKS_SCHEMA, _link_sort_key,
                                                          self.rows_per_shard))
-        errors = read[ERRORS] | "WriteErrors" >> datasets.WriteDataset(self.output_dir, ERRORS, ERRORS_SCHEMA,
+        errors = read[ERRORS] | "WriteErrors" >> WriteDataset(self.output_dir, ERRORS, ERRORS_SCHEMA,
                                                                         error_sort_key, self.rows_per_shard)
         return links, errors
 

@@ -228,3 +228,7 @@ def _child_main() -> None:
 
 if __name__ == "__main__":
     _child_main()
+    # Asked to go (or its parent is gone): nothing of its heap needs freeing, so skip the interpreter's
+    # teardown (~0.3 s of CPU with Beam and pyarrow loaded, at the end of every build).
+    sys.stderr.flush()
+    os._exit(0)

@@ -4,6 +4,7 @@ Pure functions report *why* they drop a record through an injected counter funct
 it increments a `Metrics.counter` in the stage's namespace, in tests it is a `collections.Counter`. After
 the run, `collect_counters` reads the totals back from the pipeline result and `write_stats` saves them
 with the stage's configuration as `DIR/_stats.json`, the file whose presence marks the stage as finished.
+Beam is imported only by those two: plain code (a stage's local processes) counts without it.
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ import datetime as _dt
 import sys
 import time
 from typing import Callable, Iterable
-
-from apache_beam.metrics import Metrics
-from apache_beam.metrics.metric import MetricsFilter
 
 from webtext import __version__
 from webtext.pipeline import fs
@@ -39,6 +37,8 @@ class BeamCounters:
     def __call__(self, name: str, n: int = 1) -> None:
         c = self._counters.get(name)
         if c is None:
+            from apache_beam.metrics import Metrics
+
             c = self._counters[name] = Metrics.counter(self.ns, name)
         c.inc(n)
 
@@ -62,6 +62,8 @@ def dict_counter() -> tuple[collections.Counter, Count]:
 
 def collect_counters(result, stage: str) -> dict[str, int]:
     """Totals of the stage's counters from a finished PipelineResult, summed over steps, sorted by name."""
+    from apache_beam.metrics.metric import MetricsFilter
+
     query = result.metrics().query(MetricsFilter().with_namespace(namespace(stage)))
     totals: collections.Counter = collections.Counter()
     for c in query["counters"]:

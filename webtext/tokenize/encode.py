@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
 from webtext.pipeline import datasets, fs, progress, stats
-from webtext.pipeline.beam import add_runner_arguments, pipeline_options
+from webtext.pipeline.beam import WriteDataset, add_runner_arguments, pipeline_options
 from webtext.pipeline.errors import ERRORS, ERRORS_SCHEMA, error_row, error_sort_key
 from webtext.tokenize import bpe, shards
 
@@ -583,7 +583,7 @@ def build_pipeline(pipeline: beam.Pipeline, docs_dir: str, output_dir: str, toke
     (written
      | "AllShards" >> beam.combiners.ToList()
      | "Manifest" >> beam.Map(write_manifest))
-    errors | datasets.WriteDataset(output_dir, ERRORS, ERRORS_SCHEMA, error_sort_key)
+    errors | WriteDataset(output_dir, ERRORS, ERRORS_SCHEMA, error_sort_key)
 
 
 def graph(pipeline: beam.Pipeline, args: argparse.Namespace) -> None:
