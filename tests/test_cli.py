@@ -26,3 +26,28 @@ def test_unknown_command_is_a_clear_error(capsys):
         cli.main(["no-such-command"])
     assert e.value.code == 2
     assert "unknown command 'no-such-command'" in capsys.readouterr().err
+
+
+
+def test_the_command_exits_at_once_with_its_status_and_all_its_output():
+    """`webtext` skips the interpreter's teardown (`cli.exit_now`): its exit handlers still run, its output
+    (far more than a pipe holds) is all there, its exit status is the command's, and a non-daemon thread
+    still running is waited for as Python would."""
+    script = ("import atexit, sys, threading, time; from webtext import cli; "
+              "atexit.register(lambda: print('exit handler ran', file=sys.stderr)); "
+              "sys.stdout.write('x' * 300_000); "
+              "threading.Thread(target=lambda: (time.sleep(0.3), print('thread done')), daemon=False).start() "
+              "if sys.argv[1] == 'thread' else None; cli.exit_now(3)")
+    for mode in ("plain", "thread"):
+        done = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True)
+        assert done.returncode == 3, done.stderr
+        assert done.stdout.startswith("x" * 300_000) and "exit handler ran" in done.stderr
+        assert done.stdout.endswith("thread done\n") == (mode == "thread")
+
+
+def test_the_console_script_is_the_fast_exit_entry():
+    import tomllib
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["webtext"] == "webtext.cli:entry"
