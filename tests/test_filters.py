@@ -99,3 +99,23 @@ def test_language_is_detected_and_optionally_filtered(text, language):
 def test_whitespace_is_normalised():
     doc, _ = run("  " + article().replace("\n", "\n\n   \n  ") + "  \n")
     assert doc.text == article()
+
+
+def test_the_language_model_loads_once_whichever_threads_ask_first():
+    """A stage starts loading the model on a thread before its first document; a document that comes
+    sooner waits for that load instead of starting a second one, and both see the same identifier."""
+    import threading
+
+    import py3langid
+
+    filters._identifier = None  # as in a fresh process
+    filters.load_language_identifier()
+    seen = []
+    askers = [threading.Thread(target=lambda: seen.append(filters.language_identifier())) for _ in range(3)]
+    for t in askers:
+        t.start()
+    for t in askers:
+        t.join()
+    assert len(seen) == 3 and all(s is seen[0] for s in seen) and filters.language_identifier() is seen[0]
+    sample = "The quick brown fox jumps over the lazy dog while the committee reviews its annual budget."
+    assert filters.detect_language(sample) == py3langid.classify(sample)[0] == "en"

@@ -22,11 +22,12 @@ import pyarrow as pa
 from apache_beam.transforms.window import GlobalWindows
 
 from webtext.pipeline import datasets, fs, progress, stats, urls, warc
-from webtext.pipeline.beam import ReadDataset, WriteDataset, local_processes, pipeline_options
+from webtext.pipeline.beam import ReadDataset, WriteDataset, is_direct, local_processes, pipeline_options
 from webtext.pipeline.errors import ERRORS, ERRORS_SCHEMA, error_row, error_sort_key
-from webtext.pipeline.filters import FILTERS, MAX_WORDS, MIN_WORDS, FilterConfig, clean_document
+from webtext.pipeline.filters import (FILTERS, MAX_WORDS, MIN_WORDS, FilterConfig, clean_document,
+                                      load_language_identifier)
 from webtext.pipeline.sandbox import (FAVOR, MAX_HTML_CHARS, MEMORY_MB, RECYCLE_AFTER, TIMEOUT_S,
-                                      ExtractorPool, ExtractSettings, SandboxConfig)
+                                      ExtractorPool, ExtractSettings, SandboxConfig, start_fork_server)
 
 STAGE = "extract"
 DOCUMENTS = "documents"
@@ -298,6 +299,7 @@ class _ExtractDocuments(beam.DoFn):
         self.sandbox, self.filters = sandbox, filters
 
     def setup(self):
+        load_language_identifier()  # on a remote worker; locally `main` has started it already
         self.count = stats.BeamCounters(STAGE)
         self.pool = ExtractorPool(self.sandbox, self.count)
         self.pool.start()
@@ -501,6 +503,11 @@ def main(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if is_direct(args):
+        # What the first pages would wait for gets ready while the pipeline reads and groups the fetch log
+        # (~0.3 s): the extractor children's fork server imports trafilatura, and the language model loads.
+        start_fork_server()
+        load_language_identifier()
     with progress.Progress(STAGE, unit="pages"):
         result = run(args.output, pipeline_options(args, STAGE), fetch_dir=args.fetch,
                      warc_paths=warc_paths,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import re
+import threading
 from typing import Callable
 
 Count = Callable[..., None]
@@ -133,18 +134,34 @@ def symbol_ratio(text: str, words: int) -> float:
 
 
 _identifier = None
+_identifier_lock = threading.Lock()
+
+
+def language_identifier():
+    """py3langid's identifier, loaded once per process by whichever thread asks first (the others wait for
+    it). Loading takes ~0.4 s, most of it decompressing the model, which runs without holding the GIL: a
+    stage can start it on a thread (`load_language_identifier`) before its first document needs it."""
+    global _identifier
+    if _identifier is None:
+        with _identifier_lock:
+            if _identifier is None:
+                from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+                _identifier = LanguageIdentifier.from_model_file(MODEL_FILE)  # as py3langid.classify's own
+    return _identifier
+
+
+def load_language_identifier() -> None:
+    """Start loading the language identifier on a thread of its own."""
+    threading.Thread(target=language_identifier, name="webtext-language-model", daemon=True).start()
 
 
 def detect_language(text: str) -> str | None:
     """ISO 639-1 code of the text's language by py3langid (first LANGUAGE_SAMPLE_CHARS characters)."""
-    global _identifier
     sample = text[:LANGUAGE_SAMPLE_CHARS]
     if not sample.strip():
         return None
-    if _identifier is None:
-        import py3langid
-        _identifier = py3langid.classify
-    return _identifier(sample)[0]
+    return language_identifier().classify(sample)[0]
 
 
 def clean_document(text: str, config: FilterConfig, count: Count) -> Cleaned | None:
