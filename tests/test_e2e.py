@@ -176,3 +176,23 @@ def test_a_rewritten_dump_changes_the_links_fingerprint(tmp_path):
     after = build.fingerprint("links", ["--input", str(dump)], "", build.input_identity([str(dump)]))
     assert before != after
     assert build.input_identity([str(tmp_path / "none-*.zst")]) == []
+
+
+def test_the_next_stage_gets_ready_on_a_thread_and_a_bad_configuration_is_left_to_it(tmp_path):
+    """While a stage runs, the build has the next one prepare what does not depend on its input (dedup:
+    datasketch and its LSH setting). Flags the stage would refuse stop nothing there: the stage says why."""
+    from webtext.pipeline import minhash
+
+    minhash.lsh_params.cache_clear()
+    meta = {"output": str(tmp_path), "runner": "direct", "workers": 1}
+    build.prepare_stage("dedup", {"threshold": 0.73}, str(tmp_path), meta).join(60)
+    assert minhash.lsh_params.cache_info().currsize == 1  # worked out there, kept for the stage
+    minhash.lsh_params(0.73, minhash.NUM_PERM, minhash.FN_WEIGHT)  # as the stage asks for it
+    assert minhash.lsh_params.cache_info().hits == 1
+    for settings in ({"threshold": "high"}, {"no_such_field": 1}, {"bands": 3}):  # argparse, JobError, ValueError
+        thread = build.prepare_stage("dedup", settings, str(tmp_path), meta)
+        thread.join(60)
+        assert not thread.is_alive()
+    build.prepare_stage("tokenizer", {}, str(tmp_path), meta).join(60)  # no prepare: its module is imported
+    assert minhash.lsh_params.cache_info().currsize == 1
+    assert list(tmp_path.iterdir()) == []  # nothing written

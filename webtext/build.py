@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
+import threading
 import time
 import tomllib
 
@@ -167,6 +168,25 @@ def _changes(old: list[str], new: list[str]) -> str:
     return "; ".join(diffs) or "upstream output changed"
 
 
+def prepare_stage(stage: str, settings: dict, root: str, job_meta: dict) -> threading.Thread:
+    """Get a stage ready on a thread while the stage before it runs: its module imported and its
+    `prepare(args)` called, where it has one (work that does not depend on the stage's input and leaves
+    only warm caches: dedup imports datasketch and works out its LSH setting, ~0.3 s off its run). An
+    optimisation only: any problem is left for the stage itself to report."""
+    def work():
+        try:
+            parser, module = _stage_parser(stage)
+            prepare = getattr(module, "prepare", None)
+            if prepare is not None:
+                prepare(parser.parse_args(stage_argv(stage, settings, root, job_meta)))
+        except (Exception, SystemExit):  # noqa: BLE001 - argparse exits on bad flags; the stage says why
+            pass
+
+    thread = threading.Thread(target=work, name=f"webtext-prepare-{stage}", daemon=True)
+    thread.start()
+    return thread
+
+
 def run_stage(stage: str, argv: list[str]) -> None:
     from webtext.cli import command_parser
 
@@ -220,6 +240,8 @@ def build(job: dict, *, from_stage: str | None = None, only: str | None = None, 
             rerun_rest = True
         log(f"[{stage}] webtext {' '.join(STAGES[stage][0][:1] + argv)}")
         t0 = time.time()
+        if only is None and i + 1 < len(stages):
+            prepare_stage(stages[i + 1], job.get(stages[i + 1], {}), root, meta)
         run_stage(stage, argv)
         seconds = round(time.time() - t0, 2)
         fs.write_json(marker, {"stage": stage, "fingerprint": fp, "argv": argv, "upstream": upstream,

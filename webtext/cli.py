@@ -7,6 +7,8 @@ Each command module defines:
     EXAMPLE: str                      shown at the end of `--help` (must work as written)
     add_arguments(parser) -> None     its flags
     main(args) -> int                 the exit status
+    prepare(args) -> None             optional: work a run needs that does not depend on its input (imports,
+                                      tables), which `webtext build` has done while the stage before runs
 and its module docstring's first paragraph is the command's description.
 """
 

@@ -615,6 +615,14 @@ def config_from_args(args: argparse.Namespace) -> DedupConfig:
                        verify=args.verify, cc_rounds=args.cc_rounds, lsh_partitions=args.lsh_partitions)
 
 
+def prepare(args: argparse.Namespace) -> None:
+    """What a run with these flags needs before its input (`webtext build` calls it while extract runs):
+    datasketch imported (~0.3 s, with scipy) and the LSH setting worked out (kept by `minhash.lsh_params`)."""
+    cfg = config_from_args(args)
+    cfg.lsh()
+    _hasher(cfg)
+
+
 def main(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_args(args)
