@@ -1,8 +1,10 @@
 """The polite crawler behind `webtext fetch`: one host group's links -> log rows (and WARC records).
 
-Plain Python, no Beam: `crawl_group` runs `concurrency` threads over the group's hosts. A host is a queue of
-links with at most `per_host` requests in flight and `host_delay` (or its robots.txt Crawl-delay, if longer)
-between them; a thread takes whichever host is ready first, so many hosts run at once and none is hammered.
+Plain Python, no Beam: it runs in the stage's local processes, which then never import Beam. `fetch_group` is
+the whole of one host group's work there (crawl, commit its WARC files, write its log part). `GroupCrawler.crawl`
+runs `concurrency` threads over the group's hosts. A host is a queue of links with at most `per_host` requests
+in flight and `host_delay` (or its robots.txt Crawl-delay, if longer) between them; a thread takes whichever
+host is ready first, so many hosts run at once and none is hammered.
 Waiting (host delays, retry backoff, Retry-After) is a time in the host's queue, never a sleeping thread.
 
 robots.txt (RFC 9309) is fetched once per origin per group, before that origin's first page: 2xx is parsed
@@ -534,6 +536,7 @@ def log_row(link: dict, outcome: Outcome, attempts: int, elapsed: float, fetched
         "subreddits": link.get("subreddits"),
         "first_created_utc": link.get("first_created_utc"),
     }
+
 
 # ---------------------------------------------------------------------------------------------------------
 # One host group of the fetch stage, as a local process runs it (webtext.pipeline.fetch is the stage)
