@@ -189,10 +189,11 @@ def test_the_next_stage_gets_ready_on_a_thread_and_a_bad_configuration_is_left_t
     assert minhash.lsh_params.cache_info().currsize == 1  # worked out there, kept for the stage
     minhash.lsh_params(0.73, minhash.NUM_PERM, minhash.FN_WEIGHT)  # as the stage asks for it
     assert minhash.lsh_params.cache_info().hits == 1
-    for settings in ({"threshold": "high"}, {"no_such_field": 1}, {"bands": 3}):  # argparse, JobError, ValueError
-        thread = build.prepare_stage("dedup", settings, str(tmp_path), meta)
-        thread.join(60)
-        assert not thread.is_alive()
-    build.prepare_stage("tokenizer", {}, str(tmp_path), meta).join(60)  # no prepare: its module is imported
+    assert build.prepare_stage("dedup", {"threshold": "high"}, str(tmp_path), meta) is None  # argparse
+    assert build.prepare_stage("dedup", {"no_such_field": 1}, str(tmp_path), meta) is None   # JobError
+    thread = build.prepare_stage("dedup", {"bands": 3}, str(tmp_path), meta)  # DedupConfig's ValueError
+    thread.join(60)
+    assert not thread.is_alive()
+    assert build.prepare_stage("tokenizer", {}, str(tmp_path), meta) is None  # nothing to prepare
     assert minhash.lsh_params.cache_info().currsize == 1
     assert list(tmp_path.iterdir()) == []  # nothing written

@@ -168,18 +168,24 @@ def _changes(old: list[str], new: list[str]) -> str:
     return "; ".join(diffs) or "upstream output changed"
 
 
-def prepare_stage(stage: str, settings: dict, root: str, job_meta: dict) -> threading.Thread:
-    """Get a stage ready on a thread while the stage before it runs: its module imported and its
-    `prepare(args)` called, where it has one (work that does not depend on the stage's input and leaves
-    only warm caches: dedup imports datasketch and works out its LSH setting, ~0.3 s off its run). An
-    optimisation only: any problem is left for the stage itself to report."""
+def prepare_stage(stage: str, settings: dict, root: str, job_meta: dict) -> threading.Thread | None:
+    """Have a stage get ready while the stage before it runs: its module's `prepare(args)`, where it has
+    one, on a thread (work that does not depend on the stage's input and leaves only warm caches: dedup
+    imports datasketch and works out its LSH setting, ~0.3 s off its run). The module itself is imported
+    here, by the caller's thread. An optimisation only: any problem is left for the stage to report."""
+    try:
+        parser, module = _stage_parser(stage)
+        prepare = getattr(module, "prepare", None)
+        args = parser.parse_args(stage_argv(stage, settings, root, job_meta)) if prepare is not None else None
+    except (Exception, SystemExit):  # noqa: BLE001 - argparse exits on bad flags; the stage says why
+        return None
+    if prepare is None:
+        return None
+
     def work():
         try:
-            parser, module = _stage_parser(stage)
-            prepare = getattr(module, "prepare", None)
-            if prepare is not None:
-                prepare(parser.parse_args(stage_argv(stage, settings, root, job_meta)))
-        except (Exception, SystemExit):  # noqa: BLE001 - argparse exits on bad flags; the stage says why
+            prepare(args)
+        except Exception:  # noqa: BLE001 - e.g. a setting the stage's own checks refuse
             pass
 
     thread = threading.Thread(target=work, name=f"webtext-prepare-{stage}", daemon=True)
