@@ -36,7 +36,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from webtext.pipeline import datasets, extract, urls, warc  # noqa: E402
 from webtext.pipeline.beam import pipeline_options  # noqa: E402
-from webtext.pipeline.fetch import LOG_SCHEMA  # noqa: E402
+from webtext.pipeline.crawler import LOG_SCHEMA  # noqa: E402
 from webtext.pipeline.filters import FilterConfig  # noqa: E402
 from webtext.pipeline.sandbox import ExtractSettings, SandboxConfig  # noqa: E402
 from support_extract import snippet_scores  # noqa: E402  (pages without gold have no snippets)

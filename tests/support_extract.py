@@ -12,7 +12,7 @@ from pathlib import Path
 
 from webtext.pipeline import datasets, urls, warc
 from webtext.pipeline.beam import pipeline_options
-from webtext.pipeline.fetch import LOG_SCHEMA
+from webtext.pipeline.crawler import LOG_SCHEMA
 
 from conftest import shared_path
 

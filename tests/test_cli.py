@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -43,6 +44,18 @@ def test_the_command_exits_at_once_with_its_status_and_all_its_output():
         assert done.returncode == 3, done.stderr
         assert done.stdout.startswith("x" * 300_000) and "exit handler ran" in done.stderr
         assert done.stdout.endswith("thread done\n") == (mode == "thread")
+
+
+def test_output_that_cannot_be_written_fails_the_command_and_a_closed_stdout_does_not():
+    script = "import sys; from webtext import cli; sys.stdout.write('x' * 100); cli.exit_now(0)"
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-c", script], stdout=full, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONUNBUFFERED": ""})
+    assert done.returncode == 120 and "could not write its output" in done.stderr
+    quiet = "import sys; from webtext import cli; assert sys.stdout is None; cli.exit_now(0)"
+    closed = subprocess.run([sys.executable, "-c", quiet], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: os.close(1))  # `webtext ... >&-`
+    assert closed.returncode == 0, closed.stderr
 
 
 def test_the_console_script_is_the_fast_exit_entry():

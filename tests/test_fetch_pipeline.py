@@ -175,7 +175,7 @@ def test_one_and_two_workers_log_the_same(web, tmp_path):
 def test_retried_bundle_rewrites_the_same_files(web, tmp_path):
     """A Beam bundle retry runs a host group again: same WARC names, the last attempt's records, no leftovers."""
     from webtext.pipeline.crawler import CrawlConfig
-    from webtext.pipeline.fetch import RedirectFilter, fetch_group
+    from webtext.pipeline.crawler import RedirectFilter, fetch_group
     from webtext.pipeline.http import ClientConfig
 
     urls = [web.url(f"retry{h}.test", web.page_path(80 + h * 2 + i)) for h in range(3) for i in range(2)]

@@ -16,11 +16,17 @@ def _tree(root):
             p.write_bytes(path.encode())
 
 
-@pytest.mark.parametrize("pattern", ["w", "w/*", "w/*/*", "w/*/*/*", "w/.tmp-*", "w/**", "w/r-[0-9]*.json",
-                                     "w/?-0001.json", "w/x.parquet", "e", "nowhere", "nowhere/*", "*/a/*"])
+@pytest.mark.parametrize("pattern", [
+    # the stages' own patterns, matched without Beam
+    "w", "w/*", "w/.tmp-*", "w/r-*.json", "w/x.parquet", "e", "nowhere", "nowhere/*",
+    # anything else, which goes to Beam: its answers, whatever they are
+    "w/*/*", "w/*/*/*", "w/**", "w/**/*.parquet", "w/**.json", "w/r-[0-9]*.json", "w/?-0001.json",
+    "w/a?y", "*/a/*", "w/", "w//*.parquet"])
 def test_local_patterns_match_what_beam_matches(tmp_path, pattern):
     _tree(tmp_path)
-    path = str(tmp_path / pattern)
+    path = str(tmp_path / pattern) + ("/" if pattern.endswith("/") else "")
+    if pattern == "w//*.parquet":
+        path = str(tmp_path / "w") + "//*.parquet"
     beam = sorted(m.path for m in FileSystems.match([path])[0].metadata_list)
     assert fs.glob_or_empty(path) == beam
     if beam:
@@ -45,5 +51,11 @@ def test_local_files_are_written_whole_renamed_and_deleted_like_beams(tmp_path):
     assert not fs.exists(str(tmp_path / "new"))
     with pytest.raises(OSError):
         fs.delete([str(tmp_path / "new")])
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"a")
+    b.write_bytes(b"b")
+    with pytest.raises(OSError, match="delete failed"):  # every path is tried, the failure raised at the end
+        fs.delete([str(a), str(tmp_path / "missing"), str(b)])
+    assert not a.exists() and not b.exists()
     assert fs.join(str(tmp_path), "a", "b") == str(tmp_path / "a" / "b")
     assert fs.join("gs://bucket/root/", "/a/", "b") == "gs://bucket/root/a/b"

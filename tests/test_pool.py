@@ -111,8 +111,8 @@ def test_shutdown_reaps_every_idle_child_and_exit_only_tells_them_to_go():
 
 
 def test_the_stages_local_processes_run_their_real_tasks_without_importing_beam(tmp_path):
-    """Fetch's host groups, dedup's row groups and the merge of sorted runs run in local processes that
-    never import Beam: each would spend ~0.6 s of CPU on it, twice per build. The children run the real
+    """Fetch's host groups, dedup's row groups (sketches, payloads, rows kept) and the merge of sorted runs
+    run in local processes that never import Beam: each would spend ~0.6 s of CPU on it, twice per build. The children run the real
     task functions with real arguments, then are asked what they imported."""
     import pyarrow as pa
 
@@ -125,18 +125,46 @@ def test_the_stages_local_processes_run_their_real_tasks_without_importing_beam(
     docs = tmp_path / "documents-00000-of-00001.parquet"
     docs.write_bytes(datasets.table_bytes(rows, schema))
     hasher, lsh = minhash.MinHasher(), (16, 8)
+    ids = frozenset(r["doc_id"] for r in rows)
     with pool.TaskPool(2) as tp:
+        kept = []
         for fn, tasks, args in [
             (crawler.fetch_group, [(0, []), (1, [])], (crawler.CrawlConfig(), str(tmp_path / "fetch"), 1,
                                                        crawler.RedirectFilter())),
             (dedup_rows.sketch_row_group, [(str(docs), 0)] * 2, (5, hasher, lsh)),
-            (dedup_rows.keep_row_group, [(str(docs), 0)] * 2, (schema, str(tmp_path / "runs"), {}, 1)),
+            (dedup_rows.payload_row_group, [(str(docs), 0)] * 2, (5, "exact", hasher, ids)),
+            (dedup_rows.keep_row_group, [(str(docs), 0)] * 2, (schema, str(tmp_path / "runs"), {}, 2)),
         ]:
             for task in tasks:  # both children are free: one task each
                 tp.submit(fn, task, *args)
-            assert len(tp.drain()) == 2
+            done = tp.drain()
+            assert len(done) == 2
+            if fn is dedup_rows.keep_row_group:
+                kept = done[0][0]
+        out = str(tmp_path / "out")
+        for index in (0, 1):  # the merge of sorted runs into a shard, as WriteRuns has it done
+            tp.submit(datasets.write_shard_from_runs, (index, [p for i, p in kept if i == index]), out,
+                      "documents", schema, "doc_id", 2)
+        assert len(tp.drain()) == 2
         for _ in range(2):
             tp.submit(eval, "sorted(m for m in __import__('sys').modules if m.split('.')[0] == 'apache_beam')")
         loaded = tp.drain()
     assert loaded == [[], []]
     assert (tmp_path / "fetch" / crawler.PARTS_DIR / "webtext-r0001-g00001.parquet").exists()
+    assert sorted(r["doc_id"] for r in datasets.read_rows(out, "documents")) == sorted(ids)
+
+
+def shout(task):
+    print(f"stray print {task}")  # a task's print goes to the child's stderr, never into the answers
+    return task
+
+
+def test_a_tasks_prints_reach_stderr_even_as_the_child_exits_at_once(capfd, monkeypatch):
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)  # the children's stdout is then block-buffered
+    pool.shutdown()
+    with pool.TaskPool(2) as tp:
+        results = tp.submit(shout, 1) + tp.submit(shout, 2) + tp.drain()
+    pool.shutdown()  # the children exit without their interpreter's teardown: their buffers are flushed first
+    assert sorted(results) == [1, 2]
+    err = capfd.readouterr().err
+    assert "stray print 1" in err and "stray print 2" in err

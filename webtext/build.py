@@ -15,7 +15,9 @@ a stage on, `--only STAGE` runs one stage. At the end `report.md` and `report.js
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import io
 import sys
 import threading
 import time
@@ -176,7 +178,9 @@ def prepare_stage(stage: str, settings: dict, root: str, job_meta: dict) -> thre
     try:
         parser, module = _stage_parser(stage)
         prepare = getattr(module, "prepare", None)
-        args = parser.parse_args(stage_argv(stage, settings, root, job_meta)) if prepare is not None else None
+        if prepare is not None:
+            with contextlib.redirect_stderr(io.StringIO()):  # argparse's complaint: the stage makes it itself
+                args = parser.parse_args(stage_argv(stage, settings, root, job_meta))
     except (Exception, SystemExit):  # noqa: BLE001 - argparse exits on bad flags; the stage says why
         return None
     if prepare is None:
@@ -245,9 +249,9 @@ def build(job: dict, *, from_stage: str | None = None, only: str | None = None, 
             _remove_tree(out)
             rerun_rest = True
         log(f"[{stage}] webtext {' '.join(STAGES[stage][0][:1] + argv)}")
-        t0 = time.time()
         if only is None and i + 1 < len(stages):
             prepare_stage(stages[i + 1], job.get(stages[i + 1], {}), root, meta)
+        t0 = time.time()
         run_stage(stage, argv)
         seconds = round(time.time() - t0, 2)
         fs.write_json(marker, {"stage": stage, "fingerprint": fp, "argv": argv, "upstream": upstream,

@@ -140,15 +140,25 @@ def exit_now(code: int) -> None:
     """End this process with `code` once its work is done, without tearing the interpreter down: the exit
     handlers run and the standard streams are flushed as at a normal exit, but the heap a command leaves
     (Beam, pyarrow, tokenizers: ~150,000 objects after a build) is not freed object by object, ~0.2 s at
-    the end of every `webtext build`. Only when no other non-daemon thread runs: Python would wait for one."""
+    the end of every `webtext build`. Only when no other non-daemon thread runs: Python would wait for one.
+    Output that cannot be written makes the status 120, as Python's own exit does; a reader that closed
+    the pipe early (`webtext inspect ... | head`) is not an error."""
     if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
         sys.exit(code)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # started with the descriptor closed
+            continue
         try:
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe (`webtext inspect ... | head`): nothing more to say
+        except BrokenPipeError:
             pass
+        except (OSError, ValueError) as e:
+            try:
+                print(f"webtext: could not write its output: {e}", file=sys.__stderr__, flush=True)
+            except Exception:  # noqa: BLE001 - nowhere left to say it
+                pass
+            code = code or 120
     os._exit(code)
 
 

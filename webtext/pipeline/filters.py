@@ -152,8 +152,15 @@ def language_identifier():
 
 
 def load_language_identifier() -> None:
-    """Start loading the language identifier on a thread of its own."""
-    threading.Thread(target=language_identifier, name="webtext-language-model", daemon=True).start()
+    """Start loading the language identifier on a thread of its own. A failure there is left for the first
+    document to raise, where it stops the stage with its cause."""
+    def load():
+        try:
+            language_identifier()
+        except Exception:  # noqa: BLE001 - raised again, and reported, by the caller that needs the model
+            pass
+
+    threading.Thread(target=load, name="webtext-language-model", daemon=True).start()
 
 
 def detect_language(text: str) -> str | None:

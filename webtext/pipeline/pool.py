@@ -230,5 +230,6 @@ if __name__ == "__main__":
     _child_main()
     # Asked to go (or its parent is gone): nothing of its heap needs freeing, so skip the interpreter's
     # teardown (~0.3 s of CPU with Beam and pyarrow loaded, at the end of every build).
+    sys.stdout.flush()  # fd 1 is stderr here (see child_pipes): a task's stray prints
     sys.stderr.flush()
     os._exit(0)
