@@ -205,8 +205,10 @@ def test_closing_returns_at_once_and_every_child_goes_away():
         assert [o.reason for o in pool.extract_all([("article", ARTICLE, None)])] == ["ok"]
         pids = pool.pids()  # one child, ready and idle
         start = time.monotonic()
-    # It winds down its interpreter on its own time (tens of ms), not the caller's.
-    assert time.monotonic() - start < 0.5 and pids[0] in [c.proc.pid for c in sandbox._EXITING]
+    # It winds down on its own time, not the caller's: close() only asks it to go. Whether it is still
+    # winding down when close() returns (then it is in _EXITING) or already gone (close() reaped it on its
+    # way out) depends on how fast it exits: either is right.
+    assert time.monotonic() - start < 0.5
     deadline = time.monotonic() + 30
     while sandbox._EXITING and time.monotonic() < deadline:
         time.sleep(0.05)
