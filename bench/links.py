@@ -28,7 +28,7 @@ import time
 
 import orjson
 
-from webtext.pipeline import datasets, links, pool, stats
+from webtext.pipeline import datasets, links, pool, stats, submissions
 from webtext.pipeline.beam import local_processes, pipeline_options
 from webtext.sample_dump import write_sample_dumps
 
@@ -51,21 +51,21 @@ def dumps(cache_dir: str, lines: int, files: int) -> list[str]:
     return sorted(os.path.join(out, f) for f in os.listdir(out) if f.endswith(".zst"))
 
 
-def plain_loop(paths: list[str], rules: links.LinkRules, loads, output_dir: str) -> dict:
+def plain_loop(paths: list[str], rules: submissions.LinkRules, loads, output_dir: str) -> dict:
     """The baseline: one process, one loop over every line, the same rules, one sorted Parquet file."""
     counts, count = stats.dict_counter()
     grouped: dict[str, list] = collections.defaultdict(list)
     errors = []
     for path in paths:
-        for ok, item in links.file_links(path, rules, count, loads=loads):
+        for ok, item in submissions.file_links(path, rules, count, loads=loads):
             if ok:
                 grouped[item[0]].append(item[1])
             else:
                 errors.append(item)
-    rows = [r for r in (links.merge_link(k, v, rules, count) for k, v in grouped.items()) if r is not None]
+    rows = [r for r in (submissions.merge_link(k, v, rules, count) for k, v in grouped.items()) if r is not None]
     rows.sort(key=lambda r: r["key"])
     with open(os.path.join(output_dir, "plain-links.parquet"), "wb") as f:
-        f.write(datasets.table_bytes(rows, links.LINKS_SCHEMA))
+        f.write(datasets.table_bytes(rows, submissions.LINKS_SCHEMA))
     return dict(counts)
 
 
@@ -74,7 +74,7 @@ def run_stage(paths: list[str], output_dir: str, workers: int) -> dict:
                               job_name=None, max_num_workers=None, machine_type=None, beam_option=[])
     # as `webtext links --workers N` runs: the runner in memory, the dumps read in N local processes
     try:
-        return links.run(paths, output_dir, links.LinkRules(), pipeline_options(args, "links"),
+        return links.run(paths, output_dir, submissions.LinkRules(), pipeline_options(args, "links"),
                          processes=min(local_processes(args), len(paths)))["counters"]
     finally:
         pool.shutdown()  # reap the local processes, so their CPU time is counted with this run
@@ -135,8 +135,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(a.repeats):  # interleaved, so machine noise hits every contender alike
             for name, fn in (("stage", lambda: run_stage(paths, os.path.join(tmp, "stage"), a.workers)),
-                             ("plain json", lambda: plain_loop(paths, links.LinkRules(), json.loads, tmp)),
-                             ("plain orjson", lambda: plain_loop(paths, links.LinkRules(), orjson.loads, tmp))):
+                             ("plain json", lambda: plain_loop(paths, submissions.LinkRules(), json.loads, tmp)),
+                             ("plain orjson", lambda: plain_loop(paths, submissions.LinkRules(), orjson.loads, tmp))):
                 t, c = time.perf_counter(), _cpu()
                 results[name] = fn()
                 times[name].append(time.perf_counter() - t)

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from webtext import cli
-from webtext.pipeline import datasets, links, stats, urls
+from webtext.pipeline import datasets, links, stats, submissions, urls
 from webtext.sample_dump import sample_lines, write_lines, write_sample_dumps
 
 from conftest import shared_path
@@ -32,27 +32,27 @@ def run_cli(capsys, *argv) -> tuple[int, str]:
     return rc, capsys.readouterr().err
 
 
-def rules_for(*flags: str) -> links.LinkRules:
+def rules_for(*flags: str) -> submissions.LinkRules:
     parser, _ = cli.command_parser("links")
     return links.rules_from_args(parser.parse_args(["--input", "x", "--output", "y", *flags]))
 
 
-def kept_ids(rules: links.LinkRules, subs: list[dict]) -> set[str]:
-    return {s["id"] for s in subs if links.check_submission(s, rules)[0] == "keep"}
+def kept_ids(rules: submissions.LinkRules, subs: list[dict]) -> set[str]:
+    return {s["id"] for s in subs if submissions.check_submission(s, rules)[0] == "keep"}
 
 
 # ---------------------------------------------------------------------------------------------- rules
 
 def test_defaults_are_the_gpt2_recipe():
     r = rules_for()
-    assert r == links.LinkRules()
+    assert r == submissions.LinkRules()
     assert (r.min_karma, r.karma, r.drop_self_posts, r.drop_wikipedia, r.drop_nsfw) == (3, "per-submission", True,
                                                                                         True, False)
     assert r.schemes == {"http", "https"} and r.before == JAN_2018 and r.after is None
 
 
 def test_default_rules_drop_each_kind_for_its_reason():
-    r = links.LinkRules()
+    r = submissions.LinkRules()
     cases = {
         "low_karma": sub("a", score=2),
         "self_post": sub("b", url="https://www.reddit.com/r/x/comments/b/", is_self=True),
@@ -62,25 +62,25 @@ def test_default_rules_drop_each_kind_for_its_reason():
         "wikipedia": sub("f", url="https://en.m.wikipedia.org/wiki/GPT-2"),
     }
     for reason, s in cases.items():
-        assert links.check_submission(s, r) == ("drop", reason, None), reason
-    assert links.check_submission(sub("g", score=3, created=JAN_2018 - 1), r)[0] == "keep"
+        assert submissions.check_submission(s, r) == ("drop", reason, None), reason
+    assert submissions.check_submission(sub("g", score=3, created=JAN_2018 - 1), r)[0] == "keep"
 
 
 def test_a_submission_is_counted_under_the_first_rule_it_fails():
     s = sub("a", score=0, is_self=True, url="https://en.wikipedia.org/wiki/X")
-    assert links.check_submission(s, links.LinkRules())[1] == "low_karma"
+    assert submissions.check_submission(s, submissions.LinkRules())[1] == "low_karma"
 
 
 def test_defaults_keep_domains_webtext_kept():
     subs = [sub("gh", url="https://github.com/openai/gpt-2"), sub("go", url="https://www.google.com/maps/place/x"),
             sub("eb", url="http://www.ebay.com/itm/123?hash=item1"), sub("yt", url="https://youtube.com/watch?v=1"),
             sub("nsfw", over_18=True)]
-    assert kept_ids(links.LinkRules(), subs) == {"gh", "go", "eb", "yt", "nsfw"}
+    assert kept_ids(submissions.LinkRules(), subs) == {"gh", "go", "eb", "yt", "nsfw"}
 
 
 def test_kept_submission_carries_key_and_submitted_url():
     s = sub("k", url=" https://WWW.Example.com/Story/?utm_source=reddit ", score=7, subreddit="science")
-    assert links.check_submission(s, links.LinkRules()) == (
+    assert submissions.check_submission(s, submissions.LinkRules()) == (
         "keep", "https://example.com/Story", (7, 1500000000, "k", "science", "https://WWW.Example.com/Story/?utm_source=reddit"))
 
 
@@ -122,8 +122,8 @@ def test_exclude_files(tmp_path):
             sub("e", url="https://ok.org/5", subreddit="other")]
     r = rules_for("--exclude-domains", str(tmp_path / "domains.txt"), "--exclude-subreddits", str(tmp_path / "subs.txt"))
     assert kept_ids(r, subs) == {"c", "e"}
-    assert links.check_submission(subs[0], r)[1] == "domain"
-    assert links.check_submission(subs[3], r)[1] == "subreddit"
+    assert submissions.check_submission(subs[0], r)[1] == "domain"
+    assert submissions.check_submission(subs[3], r)[1] == "subreddit"
 
 
 @pytest.mark.parametrize("obj,reason", [
@@ -144,15 +144,15 @@ def test_exclude_files(tmp_path):
     ({"id": "1", "url": "https:///nohost", "score": 5, "created_utc": 1}, "bad_url"),
 ])
 def test_unusable_submissions_are_rejected_with_a_reason(obj, reason):
-    with pytest.raises(links.Rejected) as e:
-        links.check_submission(obj, links.LinkRules())
+    with pytest.raises(submissions.Rejected) as e:
+        submissions.check_submission(obj, submissions.LinkRules())
     assert e.value.reason == reason
     assert e.value.detail
 
 
 def test_old_dumps_number_fields_as_strings_or_floats():
-    assert links.check_submission(sub("a", created="1500000000"), links.LinkRules())[0] == "keep"
-    assert links.check_submission(sub("b", created=1500000000.0), links.LinkRules())[2][1] == 1500000000
+    assert submissions.check_submission(sub("a", created="1500000000"), submissions.LinkRules())[0] == "keep"
+    assert submissions.check_submission(sub("b", created=1500000000.0), submissions.LinkRules())[2][1] == 1500000000
 
 
 # ---------------------------------------------------------------------------------------------- merge
@@ -163,7 +163,7 @@ def test_merge_takes_url_of_best_submission_ties_to_earliest():
             (9, 200, "b", "pics", "https://www.example.com/a/"),
             (9, 100, "a", "news", "https://example.com/a"),
             (1, 50, "d", "", "http://example.com/a")]
-    row = links.merge_link("https://example.com/a", subs, links.LinkRules(), count)
+    row = submissions.merge_link("https://example.com/a", subs, submissions.LinkRules(), count)
     assert row == {"url": "https://example.com/a", "key": "https://example.com/a", "host": "example.com",
                    "score": 9, "num_submissions": 4, "subreddits": ["news", "pics"], "first_created_utc": 50,
                    "submission_ids": ["a", "b", "c", "d"]}
@@ -172,20 +172,20 @@ def test_merge_takes_url_of_best_submission_ties_to_earliest():
 
 def test_merge_sum_rule_and_duplicate_submissions():
     totals, count = stats.dict_counter()
-    r = links.LinkRules(karma="sum")
+    r = submissions.LinkRules(karma="sum")
     subs = [(1, 100, "a", "x", "http://e.com/"), (1, 90, "b", "y", "http://www.e.com"),
             (2, 100, "a", "x", "http://e.com/")]  # "a" again, from a later dump: counted once, latest score
-    row = links.merge_link("http://e.com", subs, r, count)
+    row = submissions.merge_link("http://e.com", subs, r, count)
     assert (row["score"], row["num_submissions"], row["url"], row["submission_ids"]) == (3, 2, "http://e.com/",
                                                                                         ["a", "b"])
-    assert links.merge_link("http://f.com", [(1, 1, "z", "", "http://f.com")], r, count) is None
+    assert submissions.merge_link("http://f.com", [(1, 1, "z", "", "http://f.com")], r, count) is None
     assert totals == {"links": 1, "duplicate_submission_ids": 1, "drop_low_karma_sum": 1}
 
 
 def test_merge_is_independent_of_input_order():
     subs = [(3, i % 7, f"id{i}", f"s{i % 3}", f"http://e.com/?v={i % 4}") for i in range(30)]
     _, count = stats.dict_counter()
-    rows = {orjson.dumps(links.merge_link("k", order, links.LinkRules(), count))
+    rows = {orjson.dumps(submissions.merge_link("k", order, submissions.LinkRules(), count))
             for order in (subs, subs[::-1], sorted(subs, key=lambda s: s[2]))}
     assert len(rows) == 1
 
@@ -308,7 +308,7 @@ def test_truncated_archive_is_named_and_other_files_are_still_written(tmp_path, 
     _, from_good = independent_result([str(good)])
     assert len(from_good) > 50 and set(from_good) <= {r["key"] for r in rows}
     expected_cut = {orjson.loads(l)["id"] for l in lines[:readable]
-                    if links.check_submission(orjson.loads(l), links.LinkRules(before=None))[0] == "keep"}
+                    if submissions.check_submission(orjson.loads(l), submissions.LinkRules(before=None))[0] == "keep"}
     assert expected_cut and expected_cut <= ids
     assert st["counters"]["lines_read"] == 103 + readable
 
@@ -361,7 +361,7 @@ def test_file_links_decides_every_line_as_check_submission_does(tmp_path):
     lines += [b"   ", b'{"id":"z","url":"http://a.com","score":1,"created_utc":"1500000000"}',
               b'{"id":"","url":"http://a.com","score":1,"created_utc":1}', b'{"id":"y","url":7,"score":1}']
     path = write_lines(str(tmp_path / "RS_2017-12.ndjson"), lines)
-    for rules in (links.LinkRules(), links.LinkRules(karma="sum"), links.LinkRules(min_karma=0, before=None)):
+    for rules in (submissions.LinkRules(), submissions.LinkRules(karma="sum"), submissions.LinkRules(min_karma=0, before=None)):
         expected: collections.Counter = collections.Counter()
         kept, errors = [], []
         for i, line in enumerate(lines, 1):
@@ -369,8 +369,8 @@ def test_file_links_decides_every_line_as_check_submission_does(tmp_path):
                 expected["blank_lines"] += 1
                 continue
             try:
-                status, key, s = links.check_submission(orjson.loads(line), rules)
-            except links.Rejected as e:
+                status, key, s = submissions.check_submission(orjson.loads(line), rules)
+            except submissions.Rejected as e:
                 expected["error_" + e.reason] += 1
                 errors.append((i, e.reason))
                 continue
@@ -385,7 +385,7 @@ def test_file_links_decides_every_line_as_check_submission_does(tmp_path):
                 expected["drop_" + key] += 1
         expected.update(lines_read=len(lines), files_read=1)
         totals, count = stats.dict_counter()
-        out = list(links.file_links(path, rules, count))
+        out = list(submissions.file_links(path, rules, count))
         assert [item for ok, item in out if ok] == kept
         assert [(e["position"], e["reason"]) for ok, e in out if not ok] == errors
         assert totals == expected
@@ -394,12 +394,12 @@ def test_file_links_decides_every_line_as_check_submission_does(tmp_path):
 
 
 def test_progress_hears_of_every_line_read(tmp_path, monkeypatch):
-    monkeypatch.setattr(links, "PROGRESS_LINES", 4)
+    monkeypatch.setattr(submissions, "PROGRESS_LINES", 4)
     path = tmp_path / "RS_x.jsonl"
     rows = [{"id": f"p{i}", "url": f"http://h{i}.test/a", "score": 5, "created_utc": 1_420_070_400,
              "is_self": False, "over_18": False, "subreddit": "s"} for i in range(10)]
     path.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
     ticks = []
     _, count = stats.dict_counter()
-    list(links.file_links(str(path), links.LinkRules(before=None), count, tick=ticks.append))
+    list(submissions.file_links(str(path), submissions.LinkRules(before=None), count, tick=ticks.append))
     assert ticks == [4, 4, 2]  # every PROGRESS_LINES lines, then the rest

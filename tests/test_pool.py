@@ -111,12 +111,13 @@ def test_shutdown_reaps_every_idle_child_and_exit_only_tells_them_to_go():
 
 
 def test_the_stages_local_processes_run_their_real_tasks_without_importing_beam(tmp_path):
-    """Fetch's host groups, dedup's row groups (sketches, payloads, rows kept) and the merge of sorted runs
-    run in local processes that never import Beam: each would spend ~0.6 s of CPU on it, twice per build. The children run the real
+    """Links' dump files, fetch's host groups, dedup's row groups (sketches, payloads, rows kept) and the
+    merge of sorted runs run in local processes that never import Beam: each would spend ~0.6 s of CPU on it, twice per build. The children run the real
     task functions with real arguments, then are asked what they imported."""
     import pyarrow as pa
 
-    from webtext.pipeline import crawler, datasets, dedup_rows, minhash
+    from webtext.pipeline import crawler, datasets, dedup_rows, minhash, submissions
+    from webtext.sample_dump import sample_lines, write_lines
 
     pool.shutdown()  # fresh children: an earlier test's may have imported anything
     rows = [{"doc_id": f"d{i}", "url": f"https://example.com/{i}", "score": i,
@@ -126,9 +127,13 @@ def test_the_stages_local_processes_run_their_real_tasks_without_importing_beam(
     docs.write_bytes(datasets.table_bytes(rows, schema))
     hasher, lsh = minhash.MinHasher(), (16, 8)
     ids = frozenset(r["doc_id"] for r in rows)
+    dumps = [str(tmp_path / "RS_a.zst"), str(tmp_path / "RS_b.zst")]
+    for path in dumps:
+        write_lines(path, sample_lines(200))
     with pool.TaskPool(2) as tp:
         kept = []
         for fn, tasks, args in [
+            (submissions.links_of_file, dumps, (submissions.LinkRules(),)),
             (crawler.fetch_group, [(0, []), (1, [])], (crawler.CrawlConfig(), str(tmp_path / "fetch"), 1,
                                                        crawler.RedirectFilter())),
             (dedup_rows.sketch_row_group, [(str(docs), 0)] * 2, (5, hasher, lsh)),
