@@ -112,8 +112,9 @@ def test_shutdown_reaps_every_idle_child_and_exit_only_tells_them_to_go():
 
 def test_the_stages_local_processes_run_their_real_tasks_without_importing_beam(tmp_path):
     """Links' dump files, fetch's host groups, dedup's row groups (sketches, payloads, rows kept) and the
-    merge of sorted runs run in local processes that never import Beam: each would spend ~0.6 s of CPU on it, twice per build. The children run the real
-    task functions with real arguments, then are asked what they imported."""
+    merge of sorted runs run in local processes that never import Beam: each would spend ~0.6 s of CPU on
+    it, twice per build. The children run the real task functions with real arguments, then are asked
+    what they imported."""
     import pyarrow as pa
 
     from webtext.pipeline import crawler, datasets, dedup_rows, minhash, submissions
@@ -140,20 +141,19 @@ def test_the_stages_local_processes_run_their_real_tasks_without_importing_beam(
             (dedup_rows.payload_row_group, [(str(docs), 0)] * 2, (5, "exact", hasher, ids)),
             (dedup_rows.keep_row_group, [(str(docs), 0)] * 2, (schema, str(tmp_path / "runs"), {}, 2)),
         ]:
-            for task in tasks:  # both children are free: one task each
-                tp.submit(fn, task, *args)
-            done = tp.drain()
+            done = [r for task in tasks for r in tp.submit(fn, task, *args)]  # one task each child
+            done += tp.drain()
             assert len(done) == 2
             if fn is dedup_rows.keep_row_group:
                 kept = done[0][0]
         out = str(tmp_path / "out")
-        for index in (0, 1):  # the merge of sorted runs into a shard, as WriteRuns has it done
-            tp.submit(datasets.write_shard_from_runs, (index, [p for i, p in kept if i == index]), out,
-                      "documents", schema, "doc_id", 2)
-        assert len(tp.drain()) == 2
-        for _ in range(2):
-            tp.submit(eval, "sorted(m for m in __import__('sys').modules if m.split('.')[0] == 'apache_beam')")
-        loaded = tp.drain()
+        merged = [r for index in (0, 1)  # the merge of sorted runs into a shard, as WriteRuns has it done
+                  for r in tp.submit(datasets.write_shard_from_runs, (index, [p for i, p in kept if i == index]),
+                                     out, "documents", schema, "doc_id", 2)]
+        assert len(merged + tp.drain()) == 2
+        probe = "sorted(m for m in __import__('sys').modules if m.split('.')[0] == 'apache_beam')"
+        loaded = [r for _ in range(2) for r in tp.submit(eval, probe)]
+        loaded += tp.drain()
     assert loaded == [[], []]
     assert (tmp_path / "fetch" / crawler.PARTS_DIR / "webtext-r0001-g00001.parquet").exists()
     assert sorted(r["doc_id"] for r in datasets.read_rows(out, "documents")) == sorted(ids)

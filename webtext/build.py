@@ -178,12 +178,11 @@ def prepare_stage(stage: str, settings: dict, root: str, job_meta: dict) -> thre
     try:
         parser, module = _stage_parser(stage)
         prepare = getattr(module, "prepare", None)
-        if prepare is not None:
-            with contextlib.redirect_stderr(io.StringIO()):  # argparse's complaint: the stage makes it itself
-                args = parser.parse_args(stage_argv(stage, settings, root, job_meta))
+        if prepare is None:
+            return None
+        with contextlib.redirect_stderr(io.StringIO()):  # argparse's complaint: the stage makes it itself
+            args = parser.parse_args(stage_argv(stage, settings, root, job_meta))
     except (Exception, SystemExit):  # noqa: BLE001 - argparse exits on bad flags; the stage says why
-        return None
-    if prepare is None:
         return None
 
     def work():

@@ -35,7 +35,6 @@ from protego import Protego
 
 from webtext.pipeline import datasets, fs, progress, stats
 from webtext.pipeline.http import MAX_REDIRECTS, ClientConfig, FetchError, Hop, HttpClient, KiB, MiB
-from webtext.pipeline.stats import Count
 from webtext.pipeline.warc import GZIP_LEVEL as WARC_GZIP_LEVEL, RecordWriter, encode_exchange
 
 PER_HOST = 1                 # requests in flight per host
@@ -112,7 +111,7 @@ def parse_robots(text: str, agent: str) -> Robots:
 class RobotsCache:
     """robots.txt per origin, fetched at most once (concurrent askers wait for the first fetch)."""
 
-    def __init__(self, client: HttpClient, config: CrawlConfig, count: Count):
+    def __init__(self, client: HttpClient, config: CrawlConfig, count: stats.Count):
         self.client, self.config, self.count = client, config, count
         self._rules: dict[str, Robots] = {}
         self._locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
@@ -337,7 +336,7 @@ class Outcome:
 
 
 class GroupCrawler:
-    def __init__(self, client: HttpClient, config: CrawlConfig, count: Count,
+    def __init__(self, client: HttpClient, config: CrawlConfig, count: stats.Count,
                  link_filter: Callable[[str], str | None] = no_filter, seed: int = 0):
         self.client, self.config, self.count, self.link_filter = client, config, count, link_filter
         self.robots = RobotsCache(client, config, count)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import functools
 import itertools
 import sys
 import typing
@@ -146,6 +147,7 @@ def similarity(payload_a: bytes, payload_b: bytes, verify: str, dtype) -> float:
     return minhash.estimated_jaccard(np.frombuffer(payload_a, dtype), np.frombuffer(payload_b, dtype))
 
 
+@functools.cache  # asked for by the sketching, the verification and `prepare`: its permutations made once
 def _hasher(cfg: DedupConfig) -> minhash.MinHasher:
     return minhash.MinHasher(cfg.num_perm, cfg.seed, cfg.scheme)
 

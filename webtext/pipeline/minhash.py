@@ -77,18 +77,8 @@ class _FoldTable:
         return fold.view(bool)
 
     def _fill(self, block: int) -> None:
-        start = block << _BLOCK_BITS
-        self.table[start:start + (1 << _BLOCK_BITS)] = [_folds(cp) for cp in range(start, start + (1 << _BLOCK_BITS))]
-
-    def filled_blocks(self) -> int:
-        return int((self.table[::1 << _BLOCK_BITS] != self.UNKNOWN).sum())
-
-    def whole(self) -> np.ndarray:
-        """The table with every block filled, as bools (for tests)."""
-        for block in range(len(self.table) >> _BLOCK_BITS):
-            if self.table[block << _BLOCK_BITS] == self.UNKNOWN:
-                self._fill(block)
-        return self.table.view(bool)
+        start, end = block << _BLOCK_BITS, (block + 1) << _BLOCK_BITS
+        self.table[start:end] = [_folds(cp) for cp in range(start, end)]
 
 
 _FOLD = _FoldTable()

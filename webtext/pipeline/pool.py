@@ -71,6 +71,10 @@ class _Child:
 
     def close(self) -> None:
         self.ask_to_exit()
+        self.reap()
+
+    def reap(self) -> None:
+        """Wait for a child asked to exit (killed after 5 s) and close its pipes."""
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -89,7 +93,7 @@ def shutdown() -> None:
     for child in _IDLE:
         child.ask_to_exit()
     while _IDLE:
-        _IDLE.pop().close()
+        _IDLE.pop().reap()
 
 
 @atexit.register

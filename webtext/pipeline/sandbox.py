@@ -275,7 +275,6 @@ class _Child:
             pass
 
 
-
 _EXITING: list[_Child] = []   # recycled children and those of closed pools, asked to exit or killed, until reaped
 
 
