@@ -79,7 +79,7 @@ def edit(words: list[str], target: float, rng: random.Random, tag: str, ngram: i
 
 def make_corpus(n: int, seed: int = 1):
     """(rows, planted) where rows are documents dicts and planted (base id, copy id, kind)."""
-    from webtext.pipeline import minhash
+    from webtext.dedup import minhash
 
     rng = random.Random(seed)
     texts = page_texts()
@@ -119,8 +119,8 @@ def make_corpus(n: int, seed: int = 1):
 
 def write_inputs(rows, folder: Path):
     """The documents dataset (extract's schema and shard size) and a JSONL copy split in 2 for datatrove."""
-    from webtext.pipeline import datasets
-    from webtext.pipeline.extract import DOCUMENTS_SCHEMA, ROWS_PER_SHARD
+    from webtext.runtime import datasets
+    from webtext.extract.pipeline import DOCUMENTS_SCHEMA, ROWS_PER_SHARD
 
     docs = folder / "documents"
     docs.mkdir(parents=True)
@@ -146,15 +146,15 @@ def write_inputs(rows, folder: Path):
 # Methods (each runs in a child process and writes {doc_id: [cluster_id, kept]} for clustered documents)
 
 def lsh_setting():
-    from webtext.pipeline import minhash
+    from webtext.dedup import minhash
     return minhash.lsh_params(minhash.THRESHOLD, minhash.NUM_PERM, minhash.FN_WEIGHT)
 
 
 def run_webtext(folder: Path, workers: int, verify: str) -> dict:
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from webtext.pipeline import datasets
-    from webtext.pipeline.dedup import CLUSTERS, DedupConfig, run_dedup
+    from webtext.runtime import datasets
+    from webtext.dedup.pipeline import CLUSTERS, DedupConfig, run_dedup
 
     out = str(folder / f"out-webtext-{workers}-{verify}")
     start = time.perf_counter()
@@ -172,7 +172,7 @@ def _score_key(doc_id, score):
 
 
 def clusters_from_edges(edges, scores) -> dict:
-    from webtext.pipeline.components import components_in_memory
+    from webtext.dedup.components import components_in_memory
 
     roots = components_in_memory(edges)
     members: dict = {}
@@ -192,7 +192,8 @@ def run_datasketch(folder: Path) -> dict:
     import pyarrow.parquet as pq
     from datasketch import MinHash, MinHashLSH
 
-    from webtext.pipeline import datasets, minhash
+    from webtext.runtime import datasets
+    from webtext.dedup import minhash
 
     start = time.perf_counter()
     bands, rows = lsh_setting()
@@ -292,7 +293,7 @@ def measure(method: str, folder: Path, args) -> dict:
 
 
 def evaluate(clusters: dict, planted, texts: dict, threshold: float) -> tuple[float, float, int]:
-    from webtext.pipeline import minhash
+    from webtext.dedup import minhash
 
     def shingle_set(doc_id):
         return set(minhash.shingles(minhash.normalize(texts[doc_id])))
@@ -362,7 +363,7 @@ def main() -> int:
     if args.quick:
         args.docs, args.repeats = 3000, 1
 
-    from webtext.pipeline import minhash
+    from webtext.dedup import minhash
 
     methods = args.methods.split(",")
     if "datatrove" in methods and not ensure_datatrove():

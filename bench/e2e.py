@@ -47,7 +47,7 @@ import trafilatura  # noqa: E402
 import zstandard  # noqa: E402
 
 from webtext import build  # noqa: E402
-from webtext.pipeline.sandbox import ExtractSettings, skip_unkept_metadata  # noqa: E402
+from webtext.extract.sandbox import ExtractSettings, skip_unkept_metadata  # noqa: E402
 
 HOSTS = 50
 SETTINGS = ExtractSettings().kwargs()

@@ -80,7 +80,7 @@ def base_texts(cache_dir: str, pages_dir: str = PAGES) -> list[str]:
 
 
 def tokenizer_dir(cache_dir: str, texts: list[str]) -> str:
-    from webtext.tokenize import bpe
+    from webtext.tokenizer import bpe
 
     out = os.path.join(cache_dir, f"tokenizer-{VOCAB_SIZE}")
     if not os.path.exists(os.path.join(out, bpe.META_FILE)):
@@ -94,7 +94,7 @@ def corpus_dir(cache_dir: str, texts: list[str], mb: float) -> str:
     """A documents dataset of the texts repeated (fresh ids) until at least `mb` MB of UTF-8 text."""
     import pyarrow as pa
 
-    from webtext.pipeline import datasets
+    from webtext.runtime import datasets
 
     out = os.path.join(cache_dir, f"docs-{mb:g}mb-{ROWS_PER_FILE}")
     if os.path.exists(os.path.join(out, "_done")):
@@ -119,7 +119,7 @@ def corpus_dir(cache_dir: str, texts: list[str], mb: float) -> str:
 
 
 def load_texts(docs: str) -> list[str]:
-    from webtext.pipeline import datasets
+    from webtext.runtime import datasets
 
     return datasets.read_table(docs, "documents", ["text"]).column("text").to_pylist()
 
@@ -127,8 +127,8 @@ def load_texts(docs: str) -> list[str]:
 # ---- methods (each runs in a child process) -------------------------------------------------------------
 
 def run_webtext(docs: str, tok: str, workers: int, shard_tokens: int) -> dict:
-    from webtext.pipeline.beam import pipeline_options
-    from webtext.tokenize import encode
+    from webtext.runtime.beam import pipeline_options
+    from webtext.encode import pipeline as encode
 
     out = tempfile.mkdtemp(prefix="bench-encode-")
     args = argparse.Namespace(runner="direct", workers=workers, project=None, region=None, temp_location=None,
@@ -145,7 +145,7 @@ def run_webtext(docs: str, tok: str, workers: int, shard_tokens: int) -> dict:
 def run_ceiling(docs: str, tok_dir: str, fast: bool) -> dict:
     import numpy as np
 
-    from webtext.tokenize import encode
+    from webtext.encode import pipeline as encode
 
     texts = load_texts(docs)
     # The stage's own per-process tokenizer: one made and dropped per repeat leaves ~50-90 MB behind once it

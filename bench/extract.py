@@ -34,11 +34,13 @@ import trafilatura
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from webtext.pipeline import datasets, extract, urls, warc  # noqa: E402
-from webtext.pipeline.beam import pipeline_options  # noqa: E402
-from webtext.pipeline.crawler import LOG_SCHEMA  # noqa: E402
-from webtext.pipeline.filters import FilterConfig  # noqa: E402
-from webtext.pipeline.sandbox import ExtractSettings, SandboxConfig  # noqa: E402
+from webtext.runtime import datasets, warc
+from webtext.extract import pipeline as extract
+from webtext.links import urls# noqa: E402
+from webtext.runtime.beam import pipeline_options  # noqa: E402
+from webtext.fetch.crawler import LOG_SCHEMA  # noqa: E402
+from webtext.extract.filters import FilterConfig  # noqa: E402
+from webtext.extract.sandbox import ExtractSettings, SandboxConfig  # noqa: E402
 from support_extract import snippet_scores  # noqa: E402  (pages without gold have no snippets)
 
 EVAL = ROOT.parent / "shared" / "data" / "web" / "trafilatura-eval"
@@ -64,7 +66,7 @@ def load_pages(limit: int | None) -> list[dict]:
 
 def write_fetch_dir(fetch_dir: Path, pages: list[dict]) -> None:
     """The pages as the fetch stage stores them: one WARC file and the `log` dataset."""
-    from webtext.pipeline.http import decide_charset
+    from webtext.fetch.http import decide_charset
 
     (fetch_dir / "warc").mkdir(parents=True)
     rows = []

@@ -63,9 +63,9 @@ def run_baseline(urls: list[tuple[str, str]], port: int, threads: int) -> int:
 
 
 def run_webtext(urls: list[tuple[str, str]], port: int, threads: int, out: str | None) -> int:
-    from webtext.pipeline.crawler import CrawlConfig, GroupCrawler, WarcSink
-    from webtext.pipeline.http import ClientConfig, HttpClient
-    from webtext.pipeline.stats import dict_counter
+    from webtext.fetch.crawler import CrawlConfig, GroupCrawler, WarcSink
+    from webtext.fetch.http import ClientConfig, HttpClient
+    from webtext.runtime.stats import dict_counter
 
     config = CrawlConfig(client=ClientConfig(allow_networks=("127.0.0.1/32",), resolve=(("*.test", "127.0.0.1"),)),
                          per_host=1, host_delay=0.0, concurrency=threads)
@@ -83,7 +83,7 @@ def run_webtext(urls: list[tuple[str, str]], port: int, threads: int, out: str |
 def run_beam(urls: list[tuple[str, str]], port: int, threads: int, tmp: str) -> int:
     from support_webserver import write_links
     from webtext.cli import main
-    from webtext.pipeline import datasets
+    from webtext.runtime import datasets
 
     write_links(f"{tmp}/links", [f"http://{h}:{port}{p}" for h, p in urls])
     rc = main(["fetch", "--links", f"{tmp}/links", "--output", f"{tmp}/fetch", "--resolve", "*.test=127.0.0.1",

@@ -28,9 +28,10 @@ import time
 
 import orjson
 
-from webtext.pipeline import datasets, links, pool, stats, submissions
-from webtext.pipeline.beam import local_processes, pipeline_options
-from webtext.sample_dump import write_sample_dumps
+from webtext.runtime import datasets, pool, stats
+from webtext.links import pipeline as links, submissions
+from webtext.runtime.beam import local_processes, pipeline_options
+from webtext.demo.dump import write_sample_dumps
 
 from rss import PeakRss  # noqa: E402  (bench/ is the script directory)
 

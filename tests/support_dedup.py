@@ -9,8 +9,9 @@ import random
 
 import pyarrow as pa
 
-from webtext.pipeline import datasets, minhash
-from webtext.pipeline.extract import DOCUMENTS_SCHEMA
+from webtext.runtime import datasets
+from webtext.dedup import minhash
+from webtext.extract.pipeline import DOCUMENTS_SCHEMA
 
 
 def real_texts(folder, count: int, min_words: int = 250) -> list[str]:

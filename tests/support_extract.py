@@ -10,9 +10,10 @@ import json
 import os
 from pathlib import Path
 
-from webtext.pipeline import datasets, urls, warc
-from webtext.pipeline.beam import pipeline_options
-from webtext.pipeline.crawler import LOG_SCHEMA
+from webtext.runtime import datasets, warc
+from webtext.links import urls
+from webtext.runtime.beam import pipeline_options
+from webtext.fetch.crawler import LOG_SCHEMA
 
 from conftest import shared_path
 

@@ -18,8 +18,8 @@ import numpy as np
 import pydoc_data.topics
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from webtext.tokenize import shards
-from webtext.tokenize.bpe import tokenizer_fingerprint
+from webtext.encode import shards
+from webtext.tokenizer.bpe import tokenizer_fingerprint
 
 EOT = "<|endoftext|>"
 _CACHE: dict[tuple, str] = {}

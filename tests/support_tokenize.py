@@ -9,8 +9,8 @@ import apache_beam as beam
 import pyarrow as pa
 
 from tests.conftest import shared_path
-from webtext.pipeline.beam import WriteDataset
-from webtext.tokenize import bpe
+from webtext.runtime.beam import WriteDataset
+from webtext.tokenizer import bpe
 
 # The columns tokenization reads, plus a few of the documents schema's others (it ignores them).
 DOCS_SCHEMA = pa.schema([

@@ -464,10 +464,10 @@ def write_links(directory, urls: list[str], score: int = 3) -> list[dict]:
     """A `links` dataset (the links stage's contract, docs/formats.md) naming `urls`, as one shard."""
     import pyarrow as pa
 
-    from webtext.pipeline import datasets
+    from webtext.runtime import datasets
 
     try:
-        from webtext.pipeline.urls import host_of, normalize_url
+        from webtext.links.urls import host_of, normalize_url
     except ImportError:  # pragma: no cover - the links stage lands separately
         normalize_url, host_of = (lambda u: u), (lambda u: urlsplit(u).hostname or "")
     def safe(f, u):

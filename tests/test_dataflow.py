@@ -13,7 +13,7 @@ import pytest
 from conftest import shared_path
 from webtext import build
 from webtext.model.config import load_job as load_train_job
-from webtext.pipeline import beam as beam_options
+from webtext.runtime import beam as beam_options
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATAFLOW = {"runner": "dataflow", "project": "my-project-123", "region": "us-central1",

@@ -19,8 +19,8 @@ import zstandard
 
 from conftest import shared_path
 from webtext import build
-from webtext.pipeline import datasets, stats
-from webtext.tokenize import shards
+from webtext.runtime import datasets, stats
+from webtext.encode import shards
 
 PAGES = 320
 HOSTS = 20
@@ -181,7 +181,7 @@ def test_a_rewritten_dump_changes_the_links_fingerprint(tmp_path):
 def test_the_next_stage_gets_ready_on_a_thread_and_a_bad_configuration_is_left_to_it(tmp_path):
     """While a stage runs, the build has the next one prepare what does not depend on its input (dedup:
     datasketch and its LSH setting). Flags the stage would refuse stop nothing there: the stage says why."""
-    from webtext.pipeline import minhash
+    from webtext.dedup import minhash
 
     minhash.lsh_params.cache_clear()
     meta = {"output": str(tmp_path), "runner": "direct", "workers": 1}

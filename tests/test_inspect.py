@@ -10,10 +10,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from tests.support_tokenize import doc_rows, real_texts, write_documents, write_tokenizer
 from webtext import cli, inspect
-from webtext.pipeline import stats
-from webtext.pipeline.beam import WriteDataset
-from webtext.pipeline.errors import ERRORS_SCHEMA, error_row, error_sort_key
-from webtext.tokenize import encode
+from webtext.runtime import stats
+from webtext.runtime.beam import WriteDataset
+from webtext.runtime.errors import ERRORS_SCHEMA, error_row, error_sort_key
+from webtext.encode import pipeline as encode
 
 
 @pytest.fixture(scope="module")

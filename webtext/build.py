@@ -25,7 +25,7 @@ import tomllib
 
 import orjson
 
-from webtext.pipeline import fs
+from webtext.runtime import fs
 
 EXAMPLE = """  webtext build --job jobs/sample-local.toml
   webtext build --job jobs/webtext-local.toml --from extract
@@ -270,8 +270,8 @@ def dry_run(job: dict, runner_overrides: dict, log=print) -> list[dict]:
     import apache_beam as beam
 
     from webtext.cli import command_parser
-    from webtext.pipeline.beam import pipeline_options
-    from webtext.pipeline.dryrun import check_for_dataflow
+    from webtext.runtime.beam import pipeline_options
+    from webtext.runtime.dryrun import check_for_dataflow
 
     meta = {**job.get("job", {}), **{k: v for k, v in runner_overrides.items() if v is not None}}
     summaries = []

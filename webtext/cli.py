@@ -26,20 +26,20 @@ from webtext import __version__
 
 # name -> (module, one-line summary). The order is the order of the pipeline.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "links": ("webtext.pipeline.links", "Reddit submission dumps -> deduplicated outbound link table"),
-    "fetch": ("webtext.pipeline.fetch", "download links politely into WARC files and a fetch log"),
-    "extract": ("webtext.pipeline.extract", "main text out of fetched pages (or any WARC files)"),
-    "dedup": ("webtext.pipeline.dedup", "exact and MinHash near-duplicate removal"),
-    "tokenizer": ("webtext.tokenize.train", "train (or import) a byte-level BPE tokenizer"),
-    "encode": ("webtext.tokenize.encode", "documents -> sharded Arrow token files"),
+    "links": ("webtext.links.pipeline", "Reddit submission dumps -> deduplicated outbound link table"),
+    "fetch": ("webtext.fetch.pipeline", "download links politely into WARC files and a fetch log"),
+    "extract": ("webtext.extract.pipeline", "main text out of fetched pages (or any WARC files)"),
+    "dedup": ("webtext.dedup.pipeline", "exact and MinHash near-duplicate removal"),
+    "tokenizer": ("webtext.tokenizer.train", "train (or import) a byte-level BPE tokenizer"),
+    "encode": ("webtext.encode.pipeline", "documents -> sharded Arrow token files"),
     "inspect": ("webtext.inspect", "look inside any stage's output"),
-    "verify": ("webtext.tokenize.verify", "check token shards against their manifest"),
+    "verify": ("webtext.encode.verify", "check token shards against their manifest"),
     "train": ("webtext.model.train", "train GPT-2 on token shards"),
     "sample": ("webtext.model.sample", "generate text from a checkpoint"),
     "eval": ("webtext.model.evaluate", "loss and perplexity of a checkpoint on a split"),
     "export": ("webtext.model.export", "export a checkpoint as a Hugging Face GPT-2 directory"),
     "build": ("webtext.build", "run every stage of a job file under one output root"),
-    "demo": ("webtext.demo", "the whole path on a built-in offline sample"),
+    "demo": ("webtext.demo.command", "the whole path on a built-in offline sample"),
 }
 
 

@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from webtext.pipeline import datasets, fs, stats
+from webtext.runtime import datasets, fs, stats
 
 EXAMPLE = """  webtext inspect out/shards
   webtext inspect out/shards --doc 0 --split val
@@ -77,7 +77,7 @@ def _fmt(x: float) -> str:
 
 def load_shards(directory: str):
     """(manifest, {split: [Shard...]}) of a local shard directory."""
-    from webtext.tokenize import shards
+    from webtext.encode import shards
 
     manifest = fs.read_json(os.path.join(directory, shards.MANIFEST))
     opened = {}
@@ -123,7 +123,8 @@ def summarize_shards(directory: str, out) -> tuple[dict, dict]:
 
 
 def show_documents(directory: str, opened: dict, split: str, indices: list[int], out, full: bool) -> int:
-    from webtext.tokenize import bpe, shards
+    from webtext.tokenizer import bpe
+    from webtext.encode import shards
 
     tok = bpe.load(os.path.join(directory, shards.TOKENIZER_FILE))
     total = sum(s.num_documents for s in opened.get(split, []))
@@ -272,7 +273,7 @@ def summarize_stats(directory: str, out) -> None:
 
 
 def summarize_tokenizer(directory: str, out) -> None:
-    from webtext.tokenize import bpe
+    from webtext.tokenizer import bpe
 
     tok = bpe.load(directory)
     meta_path = fs.join(directory, bpe.META_FILE)
@@ -299,7 +300,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from webtext.tokenize import bpe, shards
+    from webtext.tokenizer import bpe
+    from webtext.encode import shards
 
     directory = args.directory.rstrip("/") or "/"
     out = console()

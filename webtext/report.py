@@ -10,8 +10,8 @@ import collections
 
 import pyarrow.parquet as pq
 
-from webtext.pipeline import datasets, fs, stats
-from webtext.tokenize import shards
+from webtext.runtime import datasets, fs, stats
+from webtext.encode import shards
 
 STAGE_DIRS = {"links": "links", "fetch": "fetch", "extract": "extract", "dedup": "dedup",
               "tokenizer": "tokenizer", "encode": "shards"}

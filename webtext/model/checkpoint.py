@@ -97,7 +97,7 @@ def load_any(ckpt: str | None = None, hf_dir: str | None = None, device: str | t
     from tokenizers import Tokenizer
 
     from webtext.model import hf
-    from webtext.tokenize.bpe import EOT_TOKEN, tokenizer_fingerprint
+    from webtext.tokenizer.bpe import EOT_TOKEN, tokenizer_fingerprint
 
     model = hf.import_dir(hf_dir, **hf_overrides).to(device).eval()
     tok_path = hf.tokenizer_path(hf_dir)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from webtext.tokenize import shards as shard_format
+from webtext.encode import shards as shard_format
 
 # Batches located per numpy pass: numpy's per-call overhead, not the arithmetic, is what a 12-window batch would
 # otherwise pay for.

@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from webtext.model import checkpoint, data
 from webtext.model.config import GPTConfig, JobConfig, TrainConfig, load_job
 from webtext.model.model import GPT
-from webtext.tokenize import shards as shard_format
+from webtext.encode import shards as shard_format
 
 EXAMPLE = """  webtext train --data out/shards --config jobs/train-tiny.toml --out out/run-tiny
   webtext train --data out/shards --config jobs/train-tiny.toml --out out/run-tiny --resume
