@@ -14,6 +14,7 @@ from conftest import shared_path
 from webtext import build
 from webtext.model.config import load_job as load_train_job
 from webtext.runtime import beam as beam_options
+from webtext.stages import STAGES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATAFLOW = {"runner": "dataflow", "project": "my-project-123", "region": "us-central1",
@@ -67,7 +68,7 @@ def test_every_job_file_names_only_real_fields():
             load_train_job(path)
             continue
         job = build.load_job(path)
-        for stage in build.STAGES:
+        for stage in build.STAGE_NAMES:
             build.stage_argv(stage, job.get(stage, {}), job["job"]["output"], job["job"])
 
 
@@ -84,7 +85,7 @@ def test_whole_job_graph_constructs_for_dataflow_and_serialises(tmp_path):
     job["links"] = {**job["links"], "input": [str(dumps / "RS_*.xz")]}
     summaries = build.dry_run(job, DATAFLOW, log=lambda m: None)
     beam_stages = [s for s in summaries if s["beam"]]
-    assert [s["stage"] for s in beam_stages] == list(build.BEAM_STAGES)
+    assert [s["stage"] for s in beam_stages] == [s.name for s in STAGES if s.beam]
     for s in beam_stages:
         assert s["transforms"] > 5 and s["bytes"] > 1000 and s["project"] == "my-project-123"
     assert not root.exists(), "a dry run must not write anything"

@@ -15,34 +15,22 @@ a stage on, `--only STAGE` runs one stage. At the end `report.md` and `report.js
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
-import io
 import sys
-import threading
 import time
 import tomllib
 
 import orjson
 
 from webtext.runtime import fs
+from webtext.stages import STAGES, stage as get_stage
 
 EXAMPLE = """  webtext build --job jobs/sample-local.toml
   webtext build --job jobs/webtext-local.toml --from extract
   webtext build --job jobs/webtext-dataflow.toml --runner dataflow --project P --region us-central1 \\
       --temp-location gs://BUCKET/tmp --dry-run"""
 
-# stage -> (command, wiring from the root: flag -> stage directory whose output it reads or writes)
-STAGES: dict[str, tuple[list[str], dict[str, str]]] = {
-    "links": (["links"], {"--output": "links"}),
-    "fetch": (["fetch"], {"--links": "links", "--output": "fetch"}),
-    "extract": (["extract"], {"--fetch": "fetch", "--output": "extract"}),
-    "dedup": (["dedup"], {"--docs": "extract", "--output": "dedup"}),
-    "tokenizer": (["tokenizer", "train"], {"--docs": "dedup", "--output": "tokenizer"}),
-    "encode": (["encode"], {"--docs": "dedup", "--tokenizer": "tokenizer", "--output": "shards"}),
-}
-OUTPUT_DIR = {stage: wiring["--output"] for stage, (_, wiring) in STAGES.items()}
-BEAM_STAGES = ("links", "fetch", "extract", "dedup", "encode")
+STAGE_NAMES = [s.name for s in STAGES]
 JOB_KEYS = {"name", "output", "runner", "workers", "project", "region", "temp_location", "max_num_workers",
             "machine_type", "description"}
 BUILD_FILE = "_build.json"
@@ -55,9 +43,9 @@ class JobError(ValueError):
 def load_job(path: str) -> dict:
     with open(path, "rb") as f:
         job = tomllib.load(f)
-    unknown = set(job) - {"job", *STAGES}
+    unknown = set(job) - {"job", *STAGE_NAMES}
     if unknown:
-        raise JobError(f"{path}: unknown table(s) {sorted(unknown)}; allowed: job, {', '.join(STAGES)}")
+        raise JobError(f"{path}: unknown table(s) {sorted(unknown)}; allowed: job, {', '.join(STAGE_NAMES)}")
     meta = job.get("job", {})
     bad = set(meta) - JOB_KEYS
     if bad:
@@ -70,11 +58,10 @@ def load_job(path: str) -> dict:
 def _stage_parser(stage: str):
     from webtext.cli import command_parser
 
-    command = STAGES[stage][0]
-    parser, module = command_parser(command[0])
-    if len(command) > 1:  # a command with its own subcommands (tokenizer train)
+    parser, module = command_parser(stage)
+    for word in get_stage(stage).subcommand:  # a command with its own subcommands (tokenizer train)
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        parser = sub.choices[command[1]]
+        parser = sub.choices[word]
     return parser, module
 
 
@@ -83,13 +70,16 @@ def stage_argv(stage: str, settings: dict, root: str, job_meta: dict) -> list[st
     (checked against the stage's own parser, so an unknown field is an error naming the valid ones)."""
     parser, _ = _stage_parser(stage)
     actions = {a.dest: a for a in parser._actions if a.option_strings}
-    argv = list(STAGES[stage][0][1:])
-    for flag, directory in STAGES[stage][1].items():
+    spec = get_stage(stage)
+    wiring = {flag: get_stage(upstream).output for flag, upstream in spec.reads.items()}
+    wiring["--output"] = spec.output
+    argv = list(spec.subcommand)
+    for flag, directory in wiring.items():
         argv += [flag, fs.join(root, directory)]
-    wired = {flag.lstrip("-").replace("-", "_") for flag in STAGES[stage][1]}
+    wired = {flag.lstrip("-").replace("-", "_") for flag in wiring}
     runner = {k: job_meta[k] for k in ("runner", "workers", "project", "region", "temp_location",
                                        "max_num_workers", "machine_type") if k in job_meta}
-    fields = {**(runner if stage in BEAM_STAGES else {}), **settings}
+    fields = {**(runner if spec.beam else {}), **settings}
     for key, value in fields.items():
         dest = key.replace("-", "_")
         if dest in wired:
@@ -170,36 +160,10 @@ def _changes(old: list[str], new: list[str]) -> str:
     return "; ".join(diffs) or "upstream output changed"
 
 
-def prepare_stage(stage: str, settings: dict, root: str, job_meta: dict) -> threading.Thread | None:
-    """Have a stage get ready while the stage before it runs: its module's `prepare(args)`, where it has
-    one, on a thread (work that does not depend on the stage's input and leaves only warm caches: dedup
-    imports datasketch and works out its LSH setting, ~0.3 s off its run). The module itself is imported
-    here, by the caller's thread. An optimisation only: any problem is left for the stage to report."""
-    try:
-        parser, module = _stage_parser(stage)
-        prepare = getattr(module, "prepare", None)
-        if prepare is None:
-            return None
-        with contextlib.redirect_stderr(io.StringIO()):  # argparse's complaint: the stage makes it itself
-            args = parser.parse_args(stage_argv(stage, settings, root, job_meta))
-    except (Exception, SystemExit):  # noqa: BLE001 - argparse exits on bad flags; the stage says why
-        return None
-
-    def work():
-        try:
-            prepare(args)
-        except Exception:  # noqa: BLE001 - e.g. a setting the stage's own checks refuse
-            pass
-
-    thread = threading.Thread(target=work, name=f"webtext-prepare-{stage}", daemon=True)
-    thread.start()
-    return thread
-
-
 def run_stage(stage: str, argv: list[str]) -> None:
     from webtext.cli import command_parser
 
-    parser, module = command_parser(STAGES[stage][0][0])  # argv starts with any subcommand
+    parser, module = command_parser(stage)  # argv starts with any subcommand
     args = parser.parse_args(argv)
     status = int(module.main(args) or 0)
     if status:
@@ -212,7 +176,7 @@ def build(job: dict, *, from_stage: str | None = None, only: str | None = None, 
     root = meta["output"]
     fs.makedirs(root)
     upstream = ""
-    stages = list(STAGES)
+    stages = STAGE_NAMES
     first = stages.index(from_stage) if from_stage else 0
     timings: dict[str, dict] = {}
     rerun_rest = False
@@ -220,7 +184,7 @@ def build(job: dict, *, from_stage: str | None = None, only: str | None = None, 
         argv = stage_argv(stage, job.get(stage, {}), root, meta)
         inputs = input_identity(job.get(stage, {}).get("input", [])) if stage == "links" else None
         fp = fingerprint(stage, argv, upstream, inputs)
-        out = fs.join(root, OUTPUT_DIR[stage])
+        out = fs.join(root, get_stage(stage).output)
         marker = fs.join(out, BUILD_FILE)
         previous = fs.read_json(marker) if fs.exists(marker) else None
         wanted = (only is None or only == stage) and i >= first
@@ -247,9 +211,7 @@ def build(job: dict, *, from_stage: str | None = None, only: str | None = None, 
             log(f"[{stage}] rerun requested: removing {out}")
             _remove_tree(out)
             rerun_rest = True
-        log(f"[{stage}] webtext {' '.join(STAGES[stage][0][:1] + argv)}")
-        if only is None and i + 1 < len(stages):
-            prepare_stage(stages[i + 1], job.get(stages[i + 1], {}), root, meta)
+        log(f"[{stage}] webtext {stage} {' '.join(argv)}")
         t0 = time.time()
         run_stage(stage, argv)
         seconds = round(time.time() - t0, 2)
@@ -275,12 +237,12 @@ def dry_run(job: dict, runner_overrides: dict, log=print) -> list[dict]:
 
     meta = {**job.get("job", {}), **{k: v for k, v in runner_overrides.items() if v is not None}}
     summaries = []
-    for stage in STAGES:
+    for stage in STAGE_NAMES:
         argv = stage_argv(stage, job.get(stage, {}), meta["output"], meta)
-        parser, module = command_parser(STAGES[stage][0][0])
+        parser, module = command_parser(stage)
         args = parser.parse_args(argv)
-        log(f"[{stage}] webtext {' '.join(STAGES[stage][0][:1] + argv)}")
-        if stage not in BEAM_STAGES:
+        log(f"[{stage}] webtext {stage} {' '.join(argv)}")
+        if not get_stage(stage).beam:
             summaries.append({"stage": stage, "beam": False})
             continue
         options = pipeline_options(args, stage)
@@ -307,9 +269,9 @@ def _remove_tree(path: str) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--job", required=True, help="job file (TOML), e.g. jobs/sample-local.toml")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--from", dest="from_stage", choices=list(STAGES),
+    group.add_argument("--from", dest="from_stage", choices=STAGE_NAMES,
                        help="rerun this stage and every later one")
-    group.add_argument("--only", choices=list(STAGES), help="run only this stage (upstream must be finished)")
+    group.add_argument("--only", choices=STAGE_NAMES, help="run only this stage (upstream must be finished)")
     parser.add_argument("--output", help="override the job's output root")
     parser.add_argument("--runner", help="override the job's runner (direct, dataflow)")
     parser.add_argument("--workers", type=int, help="override the job's local worker count")

@@ -7,31 +7,22 @@ Each command module defines:
     EXAMPLE: str                      shown at the end of `--help` (must work as written)
     add_arguments(parser) -> None     its flags
     main(args) -> int                 the exit status
-    prepare(args) -> None             optional: work a run needs that does not depend on its input (imports,
-                                      tables), which `webtext build` has done while the stage before runs
 and its module docstring's first paragraph is the command's description.
 """
 
 from __future__ import annotations
 
 import argparse
-import atexit
 import importlib
 import logging
-import os
 import sys
-import threading
 
 from webtext import __version__
+from webtext.stages import STAGES
 
-# name -> (module, one-line summary). The order is the order of the pipeline.
+# name -> (module, one-line summary), in pipeline order: the stages (webtext.stages), then the other commands.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "links": ("webtext.links.pipeline", "Reddit submission dumps -> deduplicated outbound link table"),
-    "fetch": ("webtext.fetch.pipeline", "download links politely into WARC files and a fetch log"),
-    "extract": ("webtext.extract.pipeline", "main text out of fetched pages (or any WARC files)"),
-    "dedup": ("webtext.dedup.pipeline", "exact and MinHash near-duplicate removal"),
-    "tokenizer": ("webtext.tokenizer.train", "train (or import) a byte-level BPE tokenizer"),
-    "encode": ("webtext.encode.pipeline", "documents -> sharded Arrow token files"),
+    **{s.name: (s.command, s.summary) for s in STAGES},
     "inspect": ("webtext.inspect", "look inside any stage's output"),
     "verify": ("webtext.encode.verify", "check token shards against their manifest"),
     "train": ("webtext.model.train", "train GPT-2 on token shards"),
@@ -41,21 +32,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("webtext.build", "run every stage of a job file under one output root"),
     "demo": ("webtext.demo.command", "the whole path on a built-in offline sample"),
 }
-
-
-def _available() -> dict[str, tuple[str, str]]:
-    """Commands whose module exists in this checkout (stages land one by one)."""
-    import importlib.util
-
-    out = {}
-    for name, (module, summary) in COMMANDS.items():
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:
-            found = False
-        if found:
-            out[name] = (module, summary)
-    return out
 
 
 def _top_parser(commands: dict[str, tuple[str, str]]) -> argparse.ArgumentParser:
@@ -112,15 +88,14 @@ def configure_logging() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     configure_logging()
-    commands = _available()
-    top = _top_parser(commands)
+    top = _top_parser(COMMANDS)
     if not argv or argv[0].startswith("-"):
         top.parse_args(argv)  # handles --help / --version and exits
         top.print_help()
         return 2
     name, rest = argv[0], argv[1:]
-    if name not in commands:
-        top.error(f"unknown command {name!r} (choose from {', '.join(commands)})")
+    if name not in COMMANDS:
+        top.error(f"unknown command {name!r} (choose from {', '.join(COMMANDS)})")
     parser, module = command_parser(name)
     args = parser.parse_args(rest)
     try:
@@ -131,35 +106,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The `webtext` console script: `main`, then `exit_now`. Errors (argparse's, tracebacks) leave the
-    usual way."""
-    exit_now(main())
-
-
-def exit_now(code: int) -> None:
-    """End this process with `code` once its work is done, without tearing the interpreter down: the exit
-    handlers run and the standard streams are flushed as at a normal exit, but the heap a command leaves
-    (Beam, pyarrow, tokenizers: ~150,000 objects after a build) is not freed object by object, ~0.2 s at
-    the end of every `webtext build`. Only when no other non-daemon thread runs: Python would wait for one.
-    Output that cannot be written makes the status 120, as Python's own exit does; a reader that closed
-    the pipe early (`webtext inspect ... | head`) is not an error."""
-    if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
-        sys.exit(code)
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        if stream is None:  # started with the descriptor closed
-            continue
-        try:
-            stream.flush()
-        except BrokenPipeError:
-            pass
-        except (OSError, ValueError) as e:
-            try:
-                print(f"webtext: could not write its output: {e}", file=sys.__stderr__, flush=True)
-            except Exception:  # noqa: BLE001 - nowhere left to say it
-                pass
-            code = code or 120
-    os._exit(code)
+    """The `webtext` console script."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":
