@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import types
 import typing
-import weakref
 from typing import Any, Callable
 
 import apache_beam as beam
@@ -25,123 +23,6 @@ from webtext.runtime import datasets, fs
 from webtext.runtime.pool import TaskPool
 
 RUNNERS = {"direct": "DirectRunner", "dataflow": "DataflowRunner", "prism": "PrismRunner"}
-
-
-def memoize_beam_introspection() -> None:
-    """Make Beam's DoFn introspection compute once per DoFn class and function, not once per call.
-
-    Beam 2.77 asks whether a DoFn uses state or timers about 14 times per ParDo per pipeline run
-    (construction, two translations to the runner API, the runner's checks, every bundle processor), and
-    each answer (`userstate.get_dofn_specs`) wraps all ~29 methods of the DoFn, each through
-    `inspect.signature`: about 0.4 ms a time, 0.5 s of every stage's run and 1.6 s of a whole build.
-    Both depend only on code that is fixed once defined, so they are kept:
-    - `get_signature` per function (weakly: lambdas made per pipeline are not held); a bound method shares
-      its function's entry, as its signature without `self` does not depend on the instance;
-    - `get_dofn_specs` per DoFn class and the bound methods set on the instance (what it inspects).
-    Anything else (builtins, partials, callable objects, DoFns without a `__dict__`) goes to Beam as before;
-    a DoFn Beam rejects is rejected on every call (errors are not kept). The one difference it makes: a
-    function whose `__signature__`, `__wrapped__` or defaults are changed after Beam first inspected it keeps
-    its first signature. It is installed when this module is imported (every stage imports it)."""
-    from apache_beam.transforms import core, ptransform, userstate
-    from apache_beam.transforms import util as beam_util
-    from apache_beam.typehints import decorators
-
-    original_signature, original_specs = decorators.get_signature, userstate.get_dofn_specs
-    if getattr(original_signature, "memoized", False):
-        return
-    plain: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-    bound: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-    def get_signature(func):
-        if type(func) is types.FunctionType:
-            cache, key = plain, func
-        elif type(func) is types.MethodType and type(func.__func__) is types.FunctionType:
-            cache, key = bound, func.__func__
-        else:
-            return original_signature(func)
-        signature = cache.get(key)
-        if signature is None:
-            signature = cache[key] = original_signature(func)
-        return signature
-
-    specs_cache: dict = {}
-
-    def get_dofn_specs(dofn):
-        try:
-            own = tuple(sorted((name, value.__func__) for name, value in vars(dofn).items()
-                               if type(value) is types.MethodType))
-        except TypeError:  # no __dict__, or unsortable
-            return original_specs(dofn)
-        key = (type(dofn), own)
-        specs = specs_cache.get(key)
-        if specs is None:
-            specs = specs_cache[key] = original_specs(dofn)
-        state, timers = specs
-        return set(state), set(timers)
-
-    get_signature.memoized = True
-    get_signature.original, get_dofn_specs.original = original_signature, original_specs
-    for module in (decorators, core, ptransform, beam_util):
-        if getattr(module, "get_signature", None) is original_signature:
-            module.get_signature = get_signature
-    userstate.get_dofn_specs = get_dofn_specs
-    _memoize_option_views()
-
-
-def _memoize_option_views() -> None:
-    """Make `PipelineOptions.view_as(cls)` build each view once per options object.
-
-    Beam asks for a view about 300 times while it builds and runs one small pipeline (every transform
-    applied, every result type inferred), and each view is a new options object whose constructor builds an
-    argparse parser of every option its class knows and parses the flags again: about 1 ms a time, a third
-    of a small stage's run. A view is only a window on the options' shared value dict, so the first view
-    of a class is kept (weakly, per options object) and handed out again: values set through any view are
-    seen by all, as before. A view is made afresh if the options' flags or value dict were replaced."""
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    original = PipelineOptions.view_as
-    if getattr(original, "memoized", False):
-        return
-    views: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-    def view_as(self, cls):
-        try:
-            mine = views.get(self)
-            if mine is None:
-                mine = views[self] = {}
-        except TypeError:  # not hashable or not weakly referable: Beam's own way
-            return original(self, cls)
-        view = mine.get(cls)
-        if view is None or view._all_options is not self._all_options or view._flags is not self._flags:
-            view = mine[cls] = original(self, cls)
-        return view
-
-    view_as.memoized, view_as.original = True, original
-    view_as.__doc__ = original.__doc__
-    PipelineOptions.view_as = view_as
-
-
-memoize_beam_introspection()
-
-# How often the local runner's state sampler wakes up, at most (Beam's default: 200 ms).
-LOCAL_STATE_SAMPLING_MS = 10
-
-
-def sample_local_state_often() -> None:
-    """Make every bundle's end wait at most LOCAL_STATE_SAMPLING_MS for Beam's state sampler.
-
-    Each bundle starts a thread that samples which step is running (for Beam's msecs counters, which webtext
-    does not read), sleeping between samples for a period that grows to 200 ms; the bundle's end joins that
-    thread, so it waits out the current sleep: ~100 ms after every long bundle, a few ms after each short
-    one, with every core idle (~0.5 s of a local build). Called for the DirectRunner only (in this process,
-    where it runs): Dataflow's workers keep Beam's period. A Beam whose sampler no longer takes the period
-    as its last default leaves this a no-op; tests/test_beam_introspection.py says so."""
-    from apache_beam.runners.worker import statesampler
-
-    init = statesampler.StateSampler.__init__
-    if init.__defaults__ == (statesampler.DEFAULT_SAMPLING_PERIOD_MS,) and \
-            init.__code__.co_varnames[init.__code__.co_argcount - 1] == "sampling_period_ms":
-        init.__defaults__ = (LOCAL_STATE_SAMPLING_MS,)
 
 
 def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
@@ -181,12 +62,10 @@ def pipeline_options(args: argparse.Namespace, stage: str) -> PipelineOptions:
     of the runner's multi-processing start-up and gRPC exchange of every element. Nor does it infer element
     types from the bytecode of every function in the graph (`--no_pipeline_type_check`, ~0.1 s per stage):
     the types would only pick coders, the generic one encodes this project's elements (dicts, str and int
-    keys) as well in one process, and webtext declares no types to check. Dataflow keeps Beam's inference.
-    Bundles end without waiting for Beam's state sampler to wake (`sample_local_state_often`)."""
+    keys) as well in one process, and webtext declares no types to check. Dataflow keeps Beam's inference."""
     runner = RUNNERS.get(args.runner.lower(), args.runner)
     flags = [f"--runner={runner}"]
     if runner == "DirectRunner":
-        sample_local_state_often()
         flags += ["--direct_num_workers=1", "--direct_running_mode=in_memory",
                   "--default_sdk_harness_log_level=WARNING", "--no_pipeline_type_check"]
     else:
@@ -307,6 +186,27 @@ class UnpackResults(beam.DoFn):
 # ---------------------------------------------------------------------------------------------------------
 # Datasets (the layout: webtext.runtime.datasets)
 
+def _every_shard(num_shards) -> list:
+    """(shard, None) for every shard; `num_shards` is a count, or {split: (anything, count)} (encode)."""
+    if isinstance(num_shards, dict):
+        return [((split, i), None) for split, (_, n) in sorted(num_shards.items()) for i in range(n)]
+    return [(i, None) for i in range(num_shards)]
+
+
+class GroupByShard(beam.PTransform):
+    """(shard, value) pairs -> (shard, values) for every shard that `num_shards` (a singleton PCollection)
+    names, empty ones included, so that every shard's file is written even when no row falls in it. Each
+    shard's values include one None placeholder, which the caller skips."""
+
+    def __init__(self, num_shards, shards_of=_every_shard):
+        super().__init__()
+        self.num_shards, self.shards_of = num_shards, shards_of
+
+    def expand(self, keyed):
+        every_shard = self.num_shards | "EveryShard" >> beam.FlatMap(self.shards_of)
+        return (keyed, every_shard) | "Flatten" >> beam.Flatten() | "Group" >> beam.GroupByKey()
+
+
 class _WriteShard(beam.DoFn):
     def __init__(self, output_dir: str, name: str, schema: pa.Schema, sort_key: Callable[[dict], Any]):
         self.output_dir, self.name, self.schema, self.sort_key = output_dir, name, schema, sort_key
@@ -340,10 +240,8 @@ class WriteDataset(beam.PTransform):
         n_side = beam.pvalue.AsSingleton(n)
         keyed = rows | "KeyByShard" >> beam.Map(lambda r, k: (datasets.stable_hash(sort_key(r)) % k, r),
                                                 k=n_side)
-        every_shard = n | "EveryShard" >> beam.FlatMap(lambda k: [(i, None) for i in range(k)])
-        return ((keyed, every_shard)
-                | "Flatten" >> beam.Flatten()
-                | "GroupByShard" >> beam.GroupByKey()
+        return (keyed
+                | "GroupByShard" >> GroupByShard(n)
                 | "WriteShards" >> beam.ParDo(_WriteShard(self.output_dir, self.name, self.schema, sort_key),
                                               num_shards=n_side))
 
@@ -359,10 +257,8 @@ class WriteRuns(beam.PTransform):
         self.num_shards, self.processes = num_shards, processes
 
     def expand(self, runs):
-        every_shard = self.num_shards | "EveryShard" >> beam.FlatMap(lambda k: [(i, None) for i in range(k)])
-        return ((runs, every_shard)
-                | "Flatten" >> beam.Flatten()
-                | "GroupByShard" >> beam.GroupByKey()
+        return (runs
+                | "GroupByShard" >> GroupByShard(self.num_shards)
                 | "AsLists" >> beam.MapTuple(lambda index, paths: (index, list(paths)))
                 | "WriteShards" >> PoolMap(datasets.write_shard_from_runs, self.processes, self.output_dir,
                                            self.name, self.schema, self.key,

@@ -141,6 +141,18 @@ def write_shard_from_runs(task: tuple[int, list], output_dir: str, name: str, sc
     return path
 
 
+def count_rows(output_dir: str, name: str) -> int | None:
+    """Rows of a dataset from its Parquet footers alone (no data read); None when there is no such dataset."""
+    paths = shard_paths(output_dir, name)
+    if not paths:
+        return None
+    total = 0
+    for path in paths:
+        with fs.open_read(path) as f:
+            total += pq.ParquetFile(f).metadata.num_rows
+    return total
+
+
 def row_groups(path: str) -> list[tuple[str, int]]:
     """A Parquet file's reading tasks: (path, row group index), one per row group (see `row_group_rows`)."""
     with fs.open_read(path) as f:
