@@ -120,7 +120,7 @@ def make_corpus(n: int, seed: int = 1):
 def write_inputs(rows, folder: Path):
     """The documents dataset (extract's schema and shard size) and a JSONL copy split in 2 for datatrove."""
     from webtext.runtime import datasets
-    from webtext.extract.pipeline import DOCUMENTS_SCHEMA, ROWS_PER_SHARD
+    from webtext.extract.schema import DOCUMENTS_SCHEMA, ROWS_PER_SHARD
 
     docs = folder / "documents"
     docs.mkdir(parents=True)

@@ -127,16 +127,17 @@ def load_texts(docs: str) -> list[str]:
 # ---- methods (each runs in a child process) -------------------------------------------------------------
 
 def run_webtext(docs: str, tok: str, workers: int, shard_tokens: int) -> dict:
-    from webtext.runtime.beam import pipeline_options
     from webtext.encode import pipeline as encode
+    from webtext.encode.plan import EncodeConfig
+    from webtext.runtime.beam import pipeline_options
 
     out = tempfile.mkdtemp(prefix="bench-encode-")
     args = argparse.Namespace(runner="direct", workers=workers, project=None, region=None, temp_location=None,
                               job_name=None, max_num_workers=None, machine_type=None, beam_option=[])
     try:
         t = time.perf_counter()
-        manifest = encode.run(docs, tok, out, encode.EncodeConfig(shard_tokens=shard_tokens),
-                              pipeline_options(args, "encode"))
+        manifest = encode.encode(docs, encode.read_tokenizer(tok), out, EncodeConfig(shard_tokens=shard_tokens),
+                                 pipeline_options(args, "encode")).manifest
         return {"seconds": time.perf_counter() - t, "tokens": manifest["totals"]["tokens"]}
     finally:
         shutil.rmtree(out, ignore_errors=True)

@@ -18,7 +18,9 @@ called directly (the stage runs with the length filters off so no page is droppe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
+import io
 import json
 import multiprocessing
 import os
@@ -34,13 +36,11 @@ import trafilatura
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from webtext.runtime import datasets, warc
-from webtext.extract import pipeline as extract
-from webtext.links import urls# noqa: E402
-from webtext.runtime.beam import pipeline_options  # noqa: E402
-from webtext.fetch.crawler import LOG_SCHEMA  # noqa: E402
-from webtext.extract.filters import FilterConfig  # noqa: E402
-from webtext.extract.sandbox import ExtractSettings, SandboxConfig  # noqa: E402
+from webtext import cli  # noqa: E402
+from webtext.runtime import datasets, stats, warc  # noqa: E402
+from webtext.links import urls  # noqa: E402
+from webtext.fetch.schema import LOG_SCHEMA  # noqa: E402
+from webtext.extract.sandbox import ExtractSettings  # noqa: E402
 from support_extract import snippet_scores  # noqa: E402  (pages without gold have no snippets)
 
 EVAL = ROOT.parent / "shared" / "data" / "web" / "trafilatura-eval"
@@ -113,18 +113,18 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def stage_options(workers: int):
-    ns = argparse.Namespace(runner="direct", workers=workers, beam_option=[], project=None, region=None,
-                            temp_location=None, job_name=None, max_num_workers=None, machine_type=None)
-    return pipeline_options(ns, "extract")
-
-
 def run_stage(fetch_dir: Path, out: Path, workers: int) -> tuple[float, dict]:
+    """`webtext extract` as the command line runs it, its funnel and progress kept out of the bench's output."""
     processes = max(1, 2 // workers)
+    argv = ["extract", "--fetch", str(fetch_dir), "--output", str(out), "--workers", str(workers),
+            "--extract-processes", str(processes), "--min-words", "0", "--max-words", "0"]
     start = time.perf_counter()
-    result = extract.run(str(out), stage_options(workers), fetch_dir=str(fetch_dir),
-                         sandbox=SandboxConfig(processes=processes), filters=FilterConfig(min_words=0, max_words=0))
-    return time.perf_counter() - start, result
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+        status = cli.main(argv)
+    elapsed = time.perf_counter() - start
+    if status != 0:
+        raise RuntimeError(f"webtext {' '.join(argv)} exited {status}: {err.getvalue()}")
+    return elapsed, stats.read_stats(str(out))
 
 
 def main() -> int:

@@ -27,13 +27,15 @@ import tempfile
 import time
 
 import orjson
-
-from webtext.runtime import datasets, pool, stats
-from webtext.links import pipeline as links, submissions
-from webtext.runtime.beam import local_processes, pipeline_options
-from webtext.demo.dump import write_sample_dumps
-
 from rss import PeakRss  # noqa: E402  (bench/ is the script directory)
+
+from webtext.demo.dump import write_sample_dumps
+from webtext.links import rules as link_rules
+from webtext.links import task as links_task
+from webtext.links.pipeline import run_pipeline
+from webtext.links.schema import LINKS_SCHEMA
+from webtext.runtime import datasets, stats
+from webtext.runtime.beam import local_processes, pipeline_options
 
 CACHE_DIR = os.path.join(tempfile.gettempdir(), "webtext-bench-links")
 GOAL_LINES_PER_S = 150_000
@@ -52,33 +54,31 @@ def dumps(cache_dir: str, lines: int, files: int) -> list[str]:
     return sorted(os.path.join(out, f) for f in os.listdir(out) if f.endswith(".zst"))
 
 
-def plain_loop(paths: list[str], rules: submissions.LinkRules, loads, output_dir: str) -> dict:
+def plain_loop(paths: list[str], rules: link_rules.LinkRules, loads, output_dir: str) -> dict:
     """The baseline: one process, one loop over every line, the same rules, one sorted Parquet file."""
     counts, count = stats.dict_counter()
     grouped: dict[str, list] = collections.defaultdict(list)
     errors = []
     for path in paths:
-        for ok, item in submissions.file_links(path, rules, count, loads=loads):
+        for ok, item in links_task.file_links(path, rules, count, loads=loads):
             if ok:
                 grouped[item[0]].append(item[1])
             else:
                 errors.append(item)
-    rows = [r for r in (submissions.merge_link(k, v, rules, count) for k, v in grouped.items()) if r is not None]
+    rows = [r for r in (link_rules.merge_link(k, v, rules, count) for k, v in grouped.items()) if r is not None]
     rows.sort(key=lambda r: r["key"])
     with open(os.path.join(output_dir, "plain-links.parquet"), "wb") as f:
-        f.write(datasets.table_bytes(rows, submissions.LINKS_SCHEMA))
+        f.write(datasets.table_bytes(rows, LINKS_SCHEMA))
     return dict(counts)
 
 
 def run_stage(paths: list[str], output_dir: str, workers: int) -> dict:
     args = argparse.Namespace(runner="direct", workers=workers, project=None, region=None, temp_location=None,
                               job_name=None, max_num_workers=None, machine_type=None, beam_option=[])
-    # as `webtext links --workers N` runs: the runner in memory, the dumps read in N local processes
-    try:
-        return links.run(paths, output_dir, submissions.LinkRules(), pipeline_options(args, "links"),
-                         processes=min(local_processes(args), len(paths)))["counters"]
-    finally:
-        pool.shutdown()  # reap the local processes, so their CPU time is counted with this run
+    # as `webtext links --workers N` runs: the runner in memory, the dumps read in N local processes, which
+    # the pipeline reaps as it ends (its PoolMap's teardown), so their CPU time is counted with this run
+    return run_pipeline(paths, output_dir, link_rules.LinkRules(), pipeline_options(args, "links"),
+                        processes=min(local_processes(args), len(paths)))
 
 
 def _cpu() -> float:
@@ -136,8 +136,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(a.repeats):  # interleaved, so machine noise hits every contender alike
             for name, fn in (("stage", lambda: run_stage(paths, os.path.join(tmp, "stage"), a.workers)),
-                             ("plain json", lambda: plain_loop(paths, submissions.LinkRules(), json.loads, tmp)),
-                             ("plain orjson", lambda: plain_loop(paths, submissions.LinkRules(), orjson.loads, tmp))):
+                             ("plain json", lambda: plain_loop(paths, link_rules.LinkRules(), json.loads, tmp)),
+                             ("plain orjson", lambda: plain_loop(paths, link_rules.LinkRules(), orjson.loads, tmp))):
                 t, c = time.perf_counter(), _cpu()
                 results[name] = fn()
                 times[name].append(time.perf_counter() - t)

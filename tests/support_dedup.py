@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from webtext.runtime import datasets
 from webtext.dedup import minhash
-from webtext.extract.pipeline import DOCUMENTS_SCHEMA
+from webtext.extract.schema import DOCUMENTS_SCHEMA
 
 
 def real_texts(folder, count: int, min_words: int = 250) -> list[str]:

@@ -3,17 +3,15 @@ laid out as the fetch stage writes them (dataset `log`, WARC paths relative to t
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import json
 import os
 from pathlib import Path
 
-from webtext.runtime import datasets, warc
+from webtext.runtime import datasets, stats, warc
 from webtext.links import urls
-from webtext.runtime.beam import pipeline_options
-from webtext.fetch.crawler import LOG_SCHEMA
+from webtext.fetch.schema import LOG_SCHEMA
 
 from conftest import shared_path
 
@@ -51,10 +49,13 @@ def slow_page() -> str:
     return "<html><body>" + "".join(f"<p>Line {i}, short words.</p>" for i in range(60_000)) + "</body></html>"
 
 
-def options(workers: int = 1):
-    ns = argparse.Namespace(runner="direct", workers=workers, beam_option=[], project=None, region=None,
-                            temp_location=None, job_name=None, max_num_workers=None, machine_type=None)
-    return pipeline_options(ns, "extract")
+def run_extract(output: Path, *flags) -> tuple[int, dict | None]:
+    """`webtext extract --output OUTPUT FLAGS...` as the command line runs it: its exit status and the
+    `_stats.json` it wrote."""
+    from webtext import cli
+
+    status = cli.main(["extract", "--output", str(output), *map(str, flags)])
+    return status, stats.read_stats(str(output))
 
 
 def write_warc(path: Path, pages: list[dict]) -> list[warc.RecordLocation]:

@@ -14,6 +14,7 @@ from webtext.runtime import stats
 from webtext.runtime.beam import WriteDataset
 from webtext.runtime.errors import ERRORS_SCHEMA, error_row, error_sort_key
 from webtext.encode import pipeline as encode
+from webtext.encode.plan import EncodeConfig
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +32,9 @@ def stage_dirs(tmp_path_factory):
     stats.write_stats(docs, "extract", {"min_words": 5}, {"pages": 15, "documents": 12}, stats.Timer())
     tokenizer = write_tokenizer(root / "tokenizer")
     shards_dir = root / "shards"
-    encode.run(docs, tokenizer, str(shards_dir), encode.EncodeConfig(val_fraction=0.2, shard_tokens=4000),
-               PipelineOptions(["--direct_num_workers=1", "--direct_running_mode=in_memory"]))
+    encode.encode(docs, encode.read_tokenizer(tokenizer), str(shards_dir),
+                  EncodeConfig(val_fraction=0.2, shard_tokens=4000),
+                  PipelineOptions(["--direct_num_workers=1", "--direct_running_mode=in_memory"]))
     return {"docs": docs, "tokenizer": tokenizer, "shards": str(shards_dir), "texts": texts, "rows": rows}
 
 

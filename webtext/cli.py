@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from webtext import __version__
@@ -106,8 +107,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The `webtext` console script."""
-    sys.exit(main())
+    """The `webtext` console script. A reader that closed the pipe early (`webtext inspect DIR | head`) is not
+    an error: what is left of the output goes nowhere (Python's documented way, SIGPIPE in its docs)."""
+    try:
+        status = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 0
+    sys.exit(status)
 
 
 if __name__ == "__main__":

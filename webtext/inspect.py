@@ -130,7 +130,8 @@ def show_documents(directory: str, opened: dict, split: str, indices: list[int],
     total = sum(s.num_documents for s in opened.get(split, []))
     for n in indices:
         if not 0 <= n < total:
-            print(f"--doc {n}: split {split!r} has {total:,} documents (0..{total - 1})", file=sys.stderr)
+            print(f"webtext inspect: error: --doc {n}: split {split!r} has {total:,} documents (0..{total - 1})",
+                  file=sys.stderr)
             return 2
         doc_id, ids = split_document(opened, split, n)
         text = bpe.decode(tok, ids[:-1])  # the last id is the end-of-text marker
@@ -209,10 +210,7 @@ def summarize_dataset(directory: str, name: str, out, sample: int, seed: int) ->
     paths = datasets.shard_paths(directory, name)
     with fs.open_read(paths[0]) as f:
         schema = pq.read_schema(f)
-    rows = 0
-    for p in paths:
-        with fs.open_read(p) as f:
-            rows += pq.ParquetFile(f).metadata.num_rows
+    rows = datasets.count_rows(directory, name)
     out.rule(f"{name}: {rows:,} rows in {len(paths)} file(s)")
     preferred = [c for c in TOP_COLUMNS.get(name, []) if c in schema.names]
     categorical = preferred + [f.name for f in schema if f.name not in preferred and not FREE_TEXT.match(f.name)
@@ -267,9 +265,29 @@ def summarize_stats(directory: str, out) -> None:
         return
     counters = s.get("counters", {})
     out.print(f"_stats.json: stage {s.get('stage')}, started {s.get('started_at')}, {s.get('duration_s')} s")
+    funnel = stage_funnel(s)
+    if funnel:
+        out.print(_table("funnel", ["step", "count"], [[k, f"{v:,}"] for k, v in funnel], ("count",)))
     if counters:
         out.print(_table("counters", ["counter", "count"], [[k, f"{v:,}"] for k, v in counters.items()],
                          ("count",)))
+
+
+def stage_funnel(stats_json: dict) -> list[tuple[str, int]] | None:
+    """The funnel the stage that wrote `stats_json` prints at its end (its command's `funnel`), if that stage
+    is one of webtext.stages and its command can read these stats."""
+    import importlib
+
+    from webtext.stages import BY_NAME
+
+    spec = BY_NAME.get(stats_json.get("stage"))
+    if spec is None:
+        return None
+    funnel = getattr(importlib.import_module(spec.command), "funnel", None)
+    try:
+        return funnel(stats_json) if funnel else None
+    except (KeyError, TypeError, ValueError):  # stats of an older webtext
+        return None
 
 
 def summarize_tokenizer(directory: str, out) -> None:
@@ -308,20 +326,23 @@ def main(args: argparse.Namespace) -> int:
     has_manifest = fs.exists(fs.join(directory, shards.MANIFEST))
     names = dataset_names(directory)
     if not has_manifest and not names and not fs.exists(fs.join(directory, bpe.TOKENIZER_FILE)):
-        print(f"{directory}: no token shards (manifest.json), tokenizer.json or Parquet datasets here",
-              file=sys.stderr)
+        print(f"webtext inspect: error: {directory}: no token shards (manifest.json), tokenizer.json or Parquet "
+              "datasets here", file=sys.stderr)
         return 2
     if has_manifest:
         if fs.is_remote(directory):
-            print(f"{directory}: inspect opens shards locally (copy them down first)", file=sys.stderr)
+            print(f"webtext inspect: error: {directory}: inspect opens shards locally (copy them down first)",
+                  file=sys.stderr)
             return 2
         try:
             manifest, opened = summarize_shards(directory, out)
         except (OSError, ValueError, KeyError) as e:
-            print(f"{directory}: cannot read the shards ({e}); run `webtext verify {directory}`", file=sys.stderr)
+            print(f"webtext inspect: error: {directory}: cannot read the shards ({e}); run `webtext verify "
+                  f"{directory}`", file=sys.stderr)
             return 1
         if args.split not in opened:
-            print(f"--split {args.split!r}: the splits are {', '.join(opened)}", file=sys.stderr)
+            print(f"webtext inspect: error: --split {args.split!r}: the splits are {', '.join(opened)}",
+                  file=sys.stderr)
             return 2
         if args.doc:
             rc = show_documents(directory, opened, args.split, args.doc, out, args.full)
@@ -340,6 +361,6 @@ def main(args: argparse.Namespace) -> int:
         try:
             summarize_dataset(directory, name, out, args.sample if not has_manifest else 0, args.seed)
         except (OSError, ValueError) as e:
-            print(f"{directory}: dataset {name!r}: {e}", file=sys.stderr)
+            print(f"webtext inspect: error: {directory}: dataset {name!r}: {e}", file=sys.stderr)
     summarize_stats(directory, out)
     return 0

@@ -8,26 +8,9 @@ from __future__ import annotations
 
 import collections
 
-import pyarrow.parquet as pq
-
-from webtext.runtime import datasets, fs, stats
 from webtext.encode import shards
-
-STAGE_DIRS = {"links": "links", "fetch": "fetch", "extract": "extract", "dedup": "dedup",
-              "tokenizer": "tokenizer", "encode": "shards"}
-DATASETS = {"links": ("links", "errors"), "fetch": ("log", "errors"), "extract": ("documents", "errors"),
-            "dedup": ("documents", "clusters", "errors")}
-
-
-def dataset_rows(directory: str, name: str) -> int | None:
-    paths = datasets.shard_paths(directory, name)
-    if not paths:
-        return None
-    total = 0
-    for p in paths:
-        with fs.open_read(p) as f:
-            total += pq.ParquetFile(f).metadata.num_rows
-    return total
+from webtext.runtime import datasets, fs, stats
+from webtext.stages import STAGES
 
 
 def _top(directory: str, name: str, column: str, k: int = 10, where=None) -> list[list]:
@@ -45,14 +28,14 @@ def _top(directory: str, name: str, column: str, k: int = 10, where=None) -> lis
 def collect(root: str, timings: dict | None = None) -> dict:
     timings = timings or {}
     report: dict = {"root": root, "stages": {}, "funnel": [], "drops": {}, "top_hosts": {}}
-    for stage, sub in STAGE_DIRS.items():
-        directory = fs.join(root, sub)
+    for spec in STAGES:
+        stage, directory = spec.name, fs.join(root, spec.output)
         st = stats.read_stats(directory) or {}
         entry = {"counters": st.get("counters", {}), "seconds": (timings.get(stage) or {}).get("seconds",
                                                                                             st.get("duration_s")),
                  "skipped": (timings.get(stage) or {}).get("skipped", False), "rows": {}}
-        for name in DATASETS.get(stage, ()):
-            entry["rows"][name] = dataset_rows(directory, name)
+        for name in spec.datasets:
+            entry["rows"][name] = datasets.count_rows(directory, name)
         report["stages"][stage] = entry
         report["drops"][stage] = {k: v for k, v in entry["counters"].items() if v}
 

@@ -6,14 +6,15 @@ import random
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
-
 from conftest import shared_path
 from support_dedup import doc_row, edit_to_jaccard, exact_jaccard, real_texts, shuffled, write_documents
 from webtext import cli
 from webtext.runtime import datasets
 from webtext.dedup import minhash
-from webtext.dedup.pipeline import CLUSTERS, CLUSTERS_SCHEMA, DOCUMENTS, DedupConfig, keep_order, run_dedup
+from webtext.dedup.clusters import keep_order
+from webtext.dedup.config import DedupConfig
+from webtext.dedup.schema import CLUSTERS, CLUSTERS_SCHEMA, DOCUMENTS
+from webtext.extract.schema import DOCUMENTS_SCHEMA
 from webtext.runtime.errors import ERRORS
 from webtext.runtime.stats import read_stats
 
@@ -24,18 +25,23 @@ UNIQUE = 20
 SIGMAS = 4  # margins on detection counts: 4 standard deviations of the binomial the S-curve predicts
 
 
-def _options(workers):
-    mode = "multi_processing" if workers > 1 else "in_memory"
-    return lambda _pass: PipelineOptions([f"--direct_num_workers={workers}", f"--direct_running_mode={mode}"])
+def dedup(docs, out, workers=1, processes=1, **cfg) -> dict:
+    """`webtext dedup` with the flags of `cfg` (DedupConfig's fields); returns its `_stats.json`.
+    `processes`: the stage's own local processes (`--workers`, with the runner in memory); `workers`: the
+    DirectRunner's processes instead."""
+    argv = ["dedup", "--docs", docs, "--output", out, "--workers", str(processes)]
+    for name, value in cfg.items():
+        argv += [f"--{name.replace('_', '-')}", str(value)]
+    if workers > 1:
+        argv += [f"--beam-option=--direct_num_workers={workers}", "--beam-option=--direct_running_mode=multi_processing"]
+    assert cli.main(argv) == 0
+    return read_stats(out)
 
 
 def run(tmp_path, name, input_rows, workers=1, shards=1, processes=1, **cfg):
-    """`workers`: the DirectRunner's processes; `processes`: the stage's own local processes (what
-    `webtext dedup --workers N` uses, with the runner in memory)."""
     docs = write_documents(tmp_path / f"{name}-in", input_rows, shards=shards)
     out = str(tmp_path / f"{name}-out")
-    stats = run_dedup(docs, out, DedupConfig(**cfg), _options(workers), quiet=True, processes=processes)
-    return out, stats
+    return out, dedup(docs, out, workers, processes, **cfg)
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +277,7 @@ def test_empty_input_through_the_command(tmp_path):
 
 
 def test_bad_rows_go_to_errors(texts, tmp_path):
-    from webtext.extract.pipeline import DOCUMENTS_SCHEMA
+    from webtext.extract.schema import DOCUMENTS_SCHEMA
 
     loose = pa.schema([f.with_nullable(True) for f in DOCUMENTS_SCHEMA])
     rows = [doc_row("https://ok.example/1", texts[0], 1),
@@ -281,7 +287,7 @@ def test_bad_rows_go_to_errors(texts, tmp_path):
             doc_row("https://twice.example/b", texts[3], 1, doc_id="same")]
     docs = write_documents(tmp_path / "in", rows, schema=loose)
     out = str(tmp_path / "out")
-    stats = run_dedup(docs, out, DedupConfig(), _options(1), quiet=True)
+    stats = dedup(docs, out)
     errors = datasets.read_rows(out, ERRORS)
     assert sorted((e["reason"], e["source"]) for e in errors) == [
         ("duplicate_doc_id", "https://twice.example/a"), ("duplicate_doc_id", "https://twice.example/b"),
@@ -292,11 +298,24 @@ def test_bad_rows_go_to_errors(texts, tmp_path):
     assert stats["drops"]["duplicate_doc_id"] == 2
 
 
-def test_bad_settings_are_refused(tmp_path):
+def test_bad_settings_are_refused(tmp_path, capsys):
     with pytest.raises(ValueError, match="together"):
         DedupConfig(bands=4)
     with pytest.raises(ValueError, match="at most"):
         DedupConfig(bands=20, rows=10)
+    with pytest.raises(ValueError, match="--threshold"):
+        DedupConfig(threshold=1.0)
     docs = write_documents(tmp_path / "in", [])
-    assert cli.main(["dedup", "--docs", docs, "--output", str(tmp_path / "o"), "--bands", "3"]) == 2
-    assert cli.main(["dedup", "--docs", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o")]) == 2
+    no_score = write_documents(tmp_path / "no-score", [doc_row("https://a.example/", "some text")],
+                               schema=pa.schema([f for f in DOCUMENTS_SCHEMA if f.name != "score"]))
+    out = str(tmp_path / "o")
+    for flags, message in [(["--docs", docs, "--bands", "3"], "--bands and --rows together"),
+                           (["--docs", str(tmp_path / "nowhere")], "no dataset 'documents'"),
+                           (["--docs", no_score], "lack the columns ['score']"),
+                           # datasketch's optimum for this is a single band, which MinHashLSH refuses
+                           (["--docs", docs, "--threshold", "0.99", "--fn-weight", "0.1"], "give --bands and --rows")]:
+        capsys.readouterr()
+        assert cli.main(["dedup", "--output", out] + flags) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("webtext dedup: error: ") and message in err, err
+    assert not os.path.exists(out)   # nothing written before the input and flags are checked

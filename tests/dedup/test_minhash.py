@@ -121,6 +121,33 @@ def test_lsh_params_are_datasketchs_optimum(threshold, fn_weight):
     assert minhash.lsh_params(threshold, 128, fn_weight) == (lsh.b, lsh.r)
 
 
+# (threshold, num_perm, fn_weight) -> (bands, rows), as computed with datasketch.lsh._optimal_param (what
+# lsh_params called before it asked MinHashLSH) under datasketch 2.0: the LSH settings the stage chose then.
+LSH_SETTINGS = {
+    (0.5, 128, 0.9): (32, 4), (0.6, 128, 0.9): (25, 5), (0.7, 128, 0.9): (20, 6), (0.75, 128, 0.9): (16, 8),
+    (0.8, 128, 0.9): (14, 9), (0.85, 128, 0.9): (11, 11), (0.9, 128, 0.9): (8, 16), (0.95, 128, 0.9): (5, 25),
+    (0.5, 128, 0.5): (25, 5), (0.6, 128, 0.5): (18, 7), (0.7, 128, 0.5): (14, 9), (0.75, 128, 0.5): (11, 11),
+    (0.8, 128, 0.5): (9, 13), (0.85, 128, 0.5): (8, 16), (0.9, 128, 0.5): (5, 25), (0.95, 128, 0.5): (3, 42),
+    (0.5, 64, 0.9): (21, 3), (0.8, 64, 0.9): (9, 7), (0.95, 64, 0.9): (3, 19),
+    (0.5, 64, 0.5): (14, 4), (0.8, 64, 0.5): (5, 11), (0.95, 64, 0.5): (2, 32),
+    (0.5, 256, 0.9): (42, 4), (0.8, 256, 0.9): (23, 11), (0.95, 256, 0.9): (8, 32),
+    (0.5, 256, 0.5): (42, 6), (0.8, 256, 0.5): (17, 15), (0.95, 256, 0.5): (5, 51),
+    (0.99, 128, 0.9): (2, 64), (0.5, 2, 0.9): (2, 1),
+}
+
+
+def test_lsh_params_are_the_settings_chosen_before():
+    assert minhash.lsh_params() == LSH_SETTINGS[(minhash.THRESHOLD, minhash.NUM_PERM, minhash.FN_WEIGHT)]
+    for (threshold, num_perm, fn_weight), setting in LSH_SETTINGS.items():
+        assert minhash.lsh_params(threshold, num_perm, fn_weight) == setting, (threshold, num_perm, fn_weight)
+
+
+def test_lsh_params_refused_where_datasketch_refuses_them():
+    for threshold, num_perm, fn_weight in [(0.99, 128, 0.1), (0.8, 1, 0.9), (1.0, 128, 0.9), (0.8, 128, 1.5)]:
+        with pytest.raises(ValueError):
+            minhash.lsh_params(threshold, num_perm, fn_weight)
+
+
 def test_s_curve():
     b, r = minhash.lsh_params(0.8, 128, 0.9)
     curve = minhash.s_curve(b, r)

@@ -14,7 +14,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from tests.support_tokenize import doc_rows, real_texts, write_documents, write_tokenizer
 from webtext import cli
-from webtext.encode import pipeline as encode, shards
+from webtext.encode import pipeline, shards
+from webtext.encode.plan import EncodeConfig
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +24,9 @@ def good(tmp_path_factory):
     docs = write_documents(root / "docs", doc_rows(real_texts()[:20]))
     tokenizer = write_tokenizer(root / "tokenizer")
     out = root / "shards"
-    encode.run(docs, tokenizer, str(out), encode.EncodeConfig(val_fraction=0.1, shard_tokens=5000),
-               PipelineOptions(["--direct_num_workers=1", "--direct_running_mode=in_memory"]))
+    pipeline.encode(docs, pipeline.read_tokenizer(tokenizer), str(out),
+                    EncodeConfig(val_fraction=0.1, shard_tokens=5000),
+                    PipelineOptions(["--direct_num_workers=1", "--direct_running_mode=in_memory"]))
     return out
 
 

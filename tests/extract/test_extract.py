@@ -9,12 +9,10 @@ import pytest
 
 from webtext import cli
 from webtext.runtime import datasets, stats
-from webtext.extract import pipeline as extract
-from webtext.extract.filters import FilterConfig
-from webtext.extract.sandbox import SandboxConfig
+from webtext.extract import command
 
 from conftest import shared_path
-from support_extract import dataset_bytes, eval_pages, expected_doc_id, options, slow_page, write_fetch_dir
+from support_extract import dataset_bytes, eval_pages, expected_doc_id, run_extract, slow_page, write_fetch_dir
 
 ARTICLE = ("<html><head><title>Harbour notes</title></head><body><article>"
            + "".join(f"<p>Paragraph {i}: the ferry left the harbour at dawn while gulls circled the old "
@@ -50,7 +48,8 @@ def fetch_fixture(tmp_path, n_real: int = 4):
 def fetch_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("extract")
     real, rows = fetch_fixture(tmp_path)
-    result = extract.run(str(tmp_path / "out"), options(1), fetch_dir=str(tmp_path / "fetch"))
+    status, result = run_extract(tmp_path / "out", "--fetch", tmp_path / "fetch", "--workers", 1)
+    assert status == 0
     return tmp_path, real, rows, result
 
 
@@ -96,10 +95,20 @@ def test_every_page_that_gives_no_document_is_counted_by_reason(fetch_run):
     assert stats.read_stats(str(tmp_path / "out"))["counters"] == c
 
 
+def test_stats_record_the_run_configuration(fetch_run):
+    tmp_path, _, _, result = fetch_run
+    assert result["stage"] == "extract"
+    assert result["config"] == {
+        "fetch": str(tmp_path / "fetch"), "warc": None, "max_html_bytes": 2_000_000, "extract_timeout_s": 5.0,
+        "extract_processes": 1, "recycle_after": 1000, "extract_memory_mb": 2048, "favor": "balanced",
+        "include_tables": True, "rows_per_shard": 50_000,
+        "filters": {"min_words": 100, "max_words": 100_000, "boilerplate_lines": True, "repetition": False,
+                    "max_symbol_ratio": 0.0, "languages": []}}
+
+
 def test_same_input_gives_identical_files_with_two_workers(fetch_run, tmp_path):
     first, _, _, _ = fetch_run
-    extract.run(str(tmp_path / "again"), options(2), fetch_dir=str(first / "fetch"),
-                sandbox=SandboxConfig(processes=1))
+    run_extract(tmp_path / "again", "--fetch", first / "fetch", "--workers", 2, "--extract-processes", 1)
     for name in ("documents", "errors"):
         assert dataset_bytes(tmp_path / "again", name) == dataset_bytes(first / "out", name)
 
@@ -110,7 +119,8 @@ def test_the_same_page_under_a_second_url_is_a_document_of_its_own_with_the_same
     pages += [{"url": f"https://mirror{i}.example/copy", "body": p["body"], "score": 50 + i}
               for i, p in enumerate(real)]
     write_fetch_dir(tmp_path / "fetch", pages)
-    result = extract.run(str(tmp_path / "out"), options(2), fetch_dir=str(tmp_path / "fetch"))
+    _, result = run_extract(tmp_path / "out", "--fetch", tmp_path / "fetch", "--workers", 2,
+                            "--extract-processes", 1)
     by_url = {d["url"]: d for d in datasets.read_rows(str(tmp_path / "out"), "documents")}
     assert len(by_url) == 8
     for i, p in enumerate(real):
@@ -118,7 +128,7 @@ def test_the_same_page_under_a_second_url_is_a_document_of_its_own_with_the_same
         assert (twin["text"], twin["title"], twin["date"]) == (doc["text"], doc["title"], doc["date"])
         assert twin["doc_id"] == expected_doc_id(twin["url"]) != doc["doc_id"] and twin["score"] == 50 + i
     assert result["counters"]["pages_reused"] == 4
-    assert ("  of which same HTML as another page (text reused)", 4) in extract.funnel(result["counters"])
+    assert ("  of which same HTML as another page (text reused)", 4) in command.funnel(result)
 
 
 def test_warc_files_from_other_crawls(tmp_path, capsys):
@@ -150,8 +160,9 @@ def test_warc_files_from_other_crawls(tmp_path, capsys):
 def test_a_clipped_warc_keeps_the_records_before_the_cut(tmp_path):
     data = shared_path("warc", "warcfile.warc.gz").read_bytes()
     (tmp_path / "cut.warc.gz").write_bytes(data[:len(data) // 2])
-    result = extract.run(str(tmp_path / "out"), options(1), warc_paths=[str(tmp_path / "cut.warc.gz")],
-                         filters=FilterConfig(min_words=0))
+    status, result = run_extract(tmp_path / "out", "--warc", tmp_path / "cut.warc.gz", "--workers", 1,
+                                 "--min-words", 0)
+    assert status == 1  # damaged input
     c = result["counters"]
     assert c["error_warc_damaged"] == 1
     assert c["pages_in"] == 6 and c["extract_ok"] == 6  # every response before the cut
@@ -162,7 +173,15 @@ def test_a_clipped_warc_keeps_the_records_before_the_cut(tmp_path):
 def test_missing_fetch_log_is_a_clear_error(tmp_path, capsys):
     status = cli.main(["extract", "--fetch", str(tmp_path), "--output", str(tmp_path / "out")])
     assert status == 2
-    assert "no fetch log" in capsys.readouterr().err
+    assert capsys.readouterr().err == (f"webtext extract: error: {tmp_path}: no dataset 'log' (log-*.parquet); "
+                                       "run `webtext fetch` first\n")
+    assert not (tmp_path / "out").exists()  # nothing written before the input is checked
+
+
+def test_warc_glob_that_matches_nothing_is_a_clear_error(tmp_path, capsys):
+    status = cli.main(["extract", "--warc", str(tmp_path / "*.warc.gz"), "--output", str(tmp_path / "out")])
+    assert status == 2
+    assert capsys.readouterr().err.startswith("webtext extract: error: no file matches ")
 
 
 def test_pages_the_extractor_cannot_handle_become_error_rows(tmp_path):
@@ -172,8 +191,8 @@ def test_pages_the_extractor_cannot_handle_become_error_rows(tmp_path):
              {"url": "http://deep.example/", "body": deep.encode()},
              {"url": "http://fine.example/", "body": ARTICLE.encode()}]
     write_fetch_dir(tmp_path / "fetch", pages)
-    result = extract.run(str(tmp_path / "out"), options(1), fetch_dir=str(tmp_path / "fetch"),
-                         sandbox=SandboxConfig(processes=1, timeout_s=1.5))
+    _, result = run_extract(tmp_path / "out", "--fetch", tmp_path / "fetch", "--workers", 1,
+                            "--extract-processes", 1, "--extract-timeout", 1.5)
     c = result["counters"]
     assert (c["extract_timeout"], c["extract_empty"], c["extract_ok"]) == (1, 1, 1)
     assert c["children_replaced"] == 1

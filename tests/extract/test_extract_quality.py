@@ -8,11 +8,9 @@ from __future__ import annotations
 import trafilatura
 
 from webtext.runtime import datasets
-from webtext.extract import pipeline as extract
-from webtext.extract.filters import FilterConfig
 from webtext.extract.sandbox import ExtractSettings
 
-from support_extract import eval_pages, options, snippet_scores, write_warc
+from support_extract import eval_pages, run_extract, snippet_scores, write_warc
 
 SUBSET = 120
 # Our pages are decoded by the fetch stage's charset rules (BOM, header, <meta>, detector) rather than
@@ -25,8 +23,8 @@ def test_stage_extracts_as_well_as_trafilatura_directly(tmp_path, capsys):
     pages = eval_pages(SUBSET)
     write_warc(tmp_path / "eval.warc.gz", [{"url": p["url"], "body": p["body"]} for p in pages])
     # Length filters are not extraction: a page they drop would count as every snippet missed.
-    result = extract.run(str(tmp_path / "out"), options(1), warc_paths=[str(tmp_path / "eval.warc.gz")],
-                         filters=FilterConfig(min_words=0, max_words=0))
+    _, result = run_extract(tmp_path / "out", "--warc", tmp_path / "eval.warc.gz", "--workers", 1,
+                            "--min-words", 0, "--max-words", 0)
     ours = {d["url"]: d["text"] for d in datasets.read_rows(str(tmp_path / "out"), "documents")}
 
     direct_settings = {k: v for k, v in ExtractSettings().kwargs().items()

@@ -134,9 +134,32 @@ def test_a_twin_shares_a_failure_the_html_decides_and_retries_one_the_moment_may
 def test_skipping_metadata_fails_loudly_when_trafilatura_renames_a_helper(monkeypatch):
     import trafilatura.metadata
 
+    sandbox.check_unkept_metadata()  # this trafilatura has them all
     monkeypatch.delattr(trafilatura.metadata, "extract_license")
     with pytest.raises(RuntimeError, match="no metadata.extract_license"):
-        sandbox.skip_unkept_metadata()
+        sandbox.check_unkept_metadata()  # what the stage calls before its pipeline runs
+    with pytest.raises(RuntimeError, match="no metadata.extract_license"):
+        sandbox.skip_unkept_metadata()   # what each child does
+
+
+def test_the_extract_stage_stops_at_start_up_when_trafilatura_renamed_a_helper(monkeypatch, tmp_path):
+    """Before its pipeline is built or any child starts: one clear error, not a failure on every page."""
+    import argparse
+
+    import trafilatura.metadata
+
+    from webtext.extract import command
+
+    monkeypatch.delattr(trafilatura.metadata, "extract_author")
+    built = []
+    monkeypatch.setattr(command, "build_pipeline", lambda *a, **k: built.append(a))
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    (tmp_path / "a.warc.gz").write_bytes(b"")   # never read: the stage stops before
+    args = parser.parse_args(["--warc", str(tmp_path / "*.warc.gz"), "--output", str(tmp_path / "out")])
+    with pytest.raises(RuntimeError, match="no metadata.extract_author"):
+        command.main(args)
+    assert not built
 
 
 def test_a_child_that_dies_mid_page_is_a_crash_and_is_replaced():
@@ -200,28 +223,43 @@ def test_bad_config_is_refused(bad):
         ExtractorPool(SandboxConfig(**bad))
 
 
-def test_closing_returns_at_once_and_every_child_goes_away():
-    with ExtractorPool(SandboxConfig(processes=1)) as pool:
-        assert [o.reason for o in pool.extract_all([("article", ARTICLE, None)])] == ["ok"]
-        pids = pool.pids()  # one child, ready and idle
+def child_pids() -> set[int]:
+    """Every process whose parent is this one, zombies (exited, not reaped) included."""
+    mine, found = os.getpid(), set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+            except OSError:  # gone meanwhile
+                continue
+            if int(stat[stat.rindex(")") + 2:].split()[1]) == mine:
+                found.add(int(entry))
+    return found
+
+
+def test_closing_returns_at_once_and_leaves_no_child_behind():
+    before = child_pids()
+    with ExtractorPool(SandboxConfig(processes=2, recycle_after=1)) as pool:
+        pages = [("article", ARTICLE, None), ("other", ARTICLE.replace("Harbour", "River"), None)]
+        assert sorted(o.reason for o in pool.extract_all(pages)) == ["ok", "ok"]
+        pids = pool.pids()  # two ready and idle, the recycled ones possibly still winding down
+        assert len(pids) == 2 and set(pids) <= child_pids()
         start = time.monotonic()
-    # It winds down on its own time, not the caller's: close() only asks it to go. Whether it is still
-    # winding down when close() returns (then it is in _EXITING) or already gone (close() reaped it on its
-    # way out) depends on how fast it exits: either is right.
-    assert time.monotonic() - start < 0.5
-    deadline = time.monotonic() + 30
-    while sandbox._EXITING and time.monotonic() < deadline:
-        time.sleep(0.05)
-        sandbox._reap_exited()
-    assert not sandbox._EXITING
-    while time.monotonic() < deadline:  # reaped by the fork server that forked it: not even a zombie left
-        try:
-            os.kill(pids[0], 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    with pytest.raises(ProcessLookupError):
-        os.kill(pids[0], 0)
+    assert time.monotonic() - start < 0.5   # idle children only have to read "go" and leave
+    assert child_pids() <= before           # every child reaped: not even a zombie left
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_two_pools_have_children_of_their_own():
+    before = child_pids()
+    with ExtractorPool(SandboxConfig(processes=1)) as first, ExtractorPool(SandboxConfig(processes=1)) as second:
+        assert not set(first.pids()) & set(second.pids())
+        first.close()   # closing one leaves the other working
+        assert [o.reason for o in second.extract_all([("article", ARTICLE, None)])] == ["ok"]
+    assert child_pids() <= before
 
 
 UNGUARDED_SCRIPT = """
@@ -234,7 +272,7 @@ with ExtractorPool(SandboxConfig(processes=2)) as pool:
 """
 
 
-def test_children_start_ready_and_never_run_the_callers_script_again(tmp_path):
+def test_children_never_run_the_callers_script_again(tmp_path):
     import subprocess
     import sys
 
@@ -244,11 +282,3 @@ def test_children_start_ready_and_never_run_the_callers_script_again(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines() == ["script body ran", "['ok', 'ok']"]
-    # Children come from a fork server that has trafilatura imported and warmed up: a second pool's
-    # children answer their first page at once (a fresh interpreter spends ~0.3-0.5 s importing first).
-    with ExtractorPool(SandboxConfig(processes=1)) as pool:
-        list(pool.extract_all([("warm", ARTICLE, None)]))
-    start = time.monotonic()
-    with ExtractorPool(SandboxConfig(processes=1)) as pool:
-        assert [o.reason for o in pool.extract_all([("a", ARTICLE, None)])] == ["ok"]
-    assert time.monotonic() - start < 0.15

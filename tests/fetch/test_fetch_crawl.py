@@ -8,12 +8,11 @@ import time
 import zlib
 
 import pytest
-
 from support_webserver import LoopbackWeb, Robots, loopback_only
-from webtext.runtime import warc
-from webtext.fetch.crawler import CrawlConfig, GroupCrawler, HostScheduler, WarcSink, backoff_seconds
-from webtext.fetch.crawler import redirect_filter
+
+from webtext.fetch.crawler import CrawlConfig, GroupCrawler, HostScheduler, RedirectFilter, WarcSink, backoff_seconds
 from webtext.fetch.http import ClientConfig, HttpClient
+from webtext.runtime import warc
 from webtext.runtime.stats import dict_counter
 
 ROBOTS = {
@@ -60,7 +59,7 @@ def crawl(urls, tmp_path=None, **kw):
     links = [{"url": u, "key": u, "host": u.split("/")[2].split(":")[0], "score": 5, "num_submissions": 1,
               "subreddits": ["t"], "first_created_utc": 1} for u in urls]
     sink = WarcSink(str(tmp_path), "webtext-r0001-g00000", config.warc_max_bytes) if tmp_path else None
-    rows = GroupCrawler(client, config, count, redirect_filter).crawl(links, sink)
+    rows = GroupCrawler(client, config, count, RedirectFilter()).crawl(links, sink)
     if sink:
         sink.commit()
     client.close()
@@ -76,7 +75,7 @@ def test_politeness_per_host_limit_and_delay(web):
         assert web.max_concurrent(h) == 1, h
         recs = sorted(web.requests_to(h), key=lambda r: r.start)
         assert [r.path for r in recs].count("/robots.txt") == 1 and recs[0].path == "/robots.txt"
-        gaps = [b.start - a.answer for a, b in zip(recs, recs[1:])]
+        gaps = [b.start - a.answer for a, b in zip(recs, recs[1:], strict=False)]
         assert min(gaps) >= 0.1 - 0.005, gaps
         assert all(r.user_agent.startswith("webtext/") for r in recs)
     assert web.max_concurrent() >= 4  # many hosts at once
@@ -113,7 +112,7 @@ def test_crawl_delay_honoured_or_host_skipped(web):
     assert [r.path for r in web.requests_to("slowbot.test")] == ["/robots.txt"]
     recs = sorted(web.requests_to("mild.test"), key=lambda r: r.start)
     assert len(recs) == 4 and all(r["error"] is None for u, r in rows.items() if "mild" in u)
-    assert min(b.start - a.answer for a, b in zip(recs, recs[1:])) >= 0.3 - 0.005
+    assert min(b.start - a.answer for a, b in zip(recs, recs[1:], strict=False)) >= 0.3 - 0.005
 
 
 def test_retries(web):

@@ -6,10 +6,18 @@ import gzip
 import time
 
 import pytest
-
 from support_webserver import LoopbackWeb, loopback_only
-from webtext.fetch.http import (AddressPolicy, ClientConfig, FetchError, HttpClient, accept_type,
-                                   decide_charset, parse_resolve_overrides, parse_retry_after)
+
+from webtext.fetch.http import (
+    AddressPolicy,
+    ClientConfig,
+    FetchError,
+    HttpClient,
+    accept_type,
+    decide_charset,
+    parse_resolve_overrides,
+    parse_retry_after,
+)
 
 TOTAL = 1.5
 
@@ -243,7 +251,8 @@ def test_ip_literals_skip_dns_and_are_checked(web, client):
 # ---------------------------------------------------------------------------------------------------------
 # properties
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 
 @given(st.ip_addresses(v=4))

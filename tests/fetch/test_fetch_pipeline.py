@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-
 from support_webserver import LoopbackWeb, Robots, loopback_only, write_links
+
 from webtext.cli import main
+from webtext.fetch.schema import LOG_ERRORS
 from webtext.runtime import datasets, stats, warc
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +72,8 @@ def test_fetch_end_to_end_then_resume(web, tmp_path):
     pages = {web.url(f"e2e{h}.test", web.page_path(h * 4 + i)): h * 4 + i for h in range(5) for i in range(4)}
     flaky = web.url("e2eflaky.test", "/x/flaky/e2e?fail=1&status=503")
     failing = {flaky: ("http_5xx", True), web.url("e2e0.test", "/x/status/404"): ("http_4xx", False),
-               web.url("deny.test", "/x/ok"): ("robots", False), web.url("e2e1.test", "/x/pdf"): ("content_type", False),
+               web.url("deny.test", "/x/ok"): ("robots", False),
+               web.url("e2e1.test", "/x/pdf"): ("content_type", False),
                "": ("bad_url", False)}
     links = list(pages) + list(failing)
     write_links(tmp_path / "links", links)
@@ -90,6 +92,7 @@ def test_fetch_end_to_end_then_resume(web, tmp_path):
         assert r["charset"] and r["charset_source"] in ("bom", "header", "meta", "detector", "default")
         assert r["fetched_at"].endswith("Z") and r["elapsed_s"] > 0 and r["attempts"] == 1
         assert r["subreddits"] == ["test"] and r["score"] >= 3 and r["run"] == 1
+    assert all(r["error"] is None or r["error"] in LOG_ERRORS for r in rows)  # the closed set
     for url, (error, transient) in failing.items():
         assert (by[url]["error"], by[url]["transient"], by[url]["warc_file"]) == (error, transient, None), url
     check_warc_records(out, rows, web, pages)
@@ -174,16 +177,16 @@ def test_one_and_two_workers_log_the_same(web, tmp_path):
 
 def test_retried_bundle_rewrites_the_same_files(web, tmp_path):
     """A Beam bundle retry runs a host group again: same WARC names, the last attempt's records, no leftovers."""
-    from webtext.fetch.crawler import CrawlConfig
-    from webtext.fetch.crawler import RedirectFilter, fetch_group
+    from webtext.fetch.crawler import CrawlConfig, RedirectFilter
     from webtext.fetch.http import ClientConfig
+    from webtext.fetch.task import fetch_group
 
     urls = [web.url(f"retry{h}.test", web.page_path(80 + h * 2 + i)) for h in range(3) for i in range(2)]
     links = write_links(tmp_path / "links", urls)
     config = CrawlConfig(client=ClientConfig(allow_networks=("127.0.0.1/32",), resolve=(("*.test", "127.0.0.1"),)),
                          host_delay=0.0, warc_max_bytes=60_000)
     out = tmp_path / "fetch"
-    attempts = [fetch_group((3, [dict(l) for l in links]), config, str(out), 7, RedirectFilter())[0]
+    attempts = [fetch_group((3, [dict(link) for link in links]), config, str(out), 7, RedirectFilter())[0]
                 for _ in range(2)]
     names = sorted(p.name for p in (out / "warc").iterdir())
     assert names and all(n.startswith("webtext-r0007-g00003-") for n in names)  # no .tmp-* left
@@ -194,18 +197,24 @@ def test_retried_bundle_rewrites_the_same_files(web, tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
+    """Every problem found before the run is one line naming the flag or input, exit status 2, nothing written."""
     assert main(["fetch", "--links", str(tmp_path / "none"), "--output", str(tmp_path / "out")]) == 2
-    assert "no links dataset" in capsys.readouterr().err
+    assert "no dataset 'links'" in capsys.readouterr().err
     write_links(tmp_path / "links", ["http://a.test/"])
-    assert main(["fetch", "--links", str(tmp_path / "links"), "--output", str(tmp_path / "out"),
-                 "--resolve", "nonsense"]) == 2
-    assert main(["fetch", "--links", str(tmp_path / "links"), "--output", str(tmp_path / "out"),
-                 "--allow-network", "10.0.0.0/33"]) == 2
-    assert "10.0.0.0/33" in capsys.readouterr().err
+    for flags, message in [(["--resolve", "nonsense"], "--resolve expects HOST=IP"),
+                           (["--resolve", "a.test=b"], "--resolve 'a.test=b'"),
+                           (["--allow-network", "10.0.0.0/33"], "--allow-network: '10.0.0.0/33'"),
+                           (["--per-host", "0"], "--per-host must be at least 1"),
+                           (["--concurrency", "0"], "--concurrency must be at least 1"),
+                           (["--hosts-per-group", "0"], "--hosts-per-group must be at least 1")]:
+        assert main(["fetch", "--links", str(tmp_path / "links"), "--output", str(tmp_path / "out"), *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"webtext fetch: error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_plan_keeps_the_best_final_row_and_refetches_transient_ones():
-    from webtext.fetch.pipeline import plan_link
+    from webtext.fetch.resume import plan_link
     from webtext.runtime.stats import dict_counter
 
     link = {"url": "http://a.test/", "key": "http://a.test", "score": 9, "num_submissions": 2,

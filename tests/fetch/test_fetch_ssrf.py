@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from support_webserver import LoopbackWeb, loopback_only
+
 from webtext.fetch.crawler import CrawlConfig, GroupCrawler
 from webtext.fetch.http import ClientConfig, HttpClient
 from webtext.runtime.stats import dict_counter

@@ -7,11 +7,12 @@ import subprocess
 
 import pytest
 import zstandard
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from webtext.demo.dump import sample_lines, write_lines
 from webtext.links import dumps
 from webtext.links.dumps import DumpReadError, iter_lines
-from webtext.demo.dump import sample_lines, write_lines
 
 LINES = [
     b'{"id":"1","title":"caf\xc3\xa9 \xe6\x9d\xb1\xe4\xba\xac \xf0\x9f\x98\x80","url":"http://a.com/"}',

@@ -10,13 +10,13 @@ from urllib.parse import urlsplit
 
 import orjson
 import pytest
+from conftest import shared_path
 
 from webtext import cli
-from webtext.runtime import datasets, stats
-from webtext.links import pipeline as links, submissions, urls
 from webtext.demo.dump import sample_lines, write_lines, write_sample_dumps
-
-from conftest import shared_path
+from webtext.links import rules as link_rules
+from webtext.links import task, urls
+from webtext.runtime import datasets, stats
 
 JAN_2018 = 1514764800
 
@@ -33,27 +33,27 @@ def run_cli(capsys, *argv) -> tuple[int, str]:
     return rc, capsys.readouterr().err
 
 
-def rules_for(*flags: str) -> submissions.LinkRules:
+def rules_for(*flags: str) -> link_rules.LinkRules:
     parser, _ = cli.command_parser("links")
-    return links.rules_from_args(parser.parse_args(["--input", "x", "--output", "y", *flags]))
+    return link_rules.rules_from_args(parser.parse_args(["--input", "x", "--output", "y", *flags]))
 
 
-def kept_ids(rules: submissions.LinkRules, subs: list[dict]) -> set[str]:
-    return {s["id"] for s in subs if submissions.check_submission(s, rules)[0] == "keep"}
+def kept_ids(rules: link_rules.LinkRules, subs: list[dict]) -> set[str]:
+    return {s["id"] for s in subs if link_rules.check_submission(s, rules)[0] == "keep"}
 
 
 # ---------------------------------------------------------------------------------------------- rules
 
 def test_defaults_are_the_gpt2_recipe():
     r = rules_for()
-    assert r == submissions.LinkRules()
+    assert r == link_rules.LinkRules()
     assert (r.min_karma, r.karma, r.drop_self_posts, r.drop_wikipedia, r.drop_nsfw) == (3, "per-submission", True,
                                                                                         True, False)
     assert r.schemes == {"http", "https"} and r.before == JAN_2018 and r.after is None
 
 
 def test_default_rules_drop_each_kind_for_its_reason():
-    r = submissions.LinkRules()
+    r = link_rules.LinkRules()
     cases = {
         "low_karma": sub("a", score=2),
         "self_post": sub("b", url="https://www.reddit.com/r/x/comments/b/", is_self=True),
@@ -63,25 +63,25 @@ def test_default_rules_drop_each_kind_for_its_reason():
         "wikipedia": sub("f", url="https://en.m.wikipedia.org/wiki/GPT-2"),
     }
     for reason, s in cases.items():
-        assert submissions.check_submission(s, r) == ("drop", reason, None), reason
-    assert submissions.check_submission(sub("g", score=3, created=JAN_2018 - 1), r)[0] == "keep"
+        assert link_rules.check_submission(s, r) == ("drop", reason, None), reason
+    assert link_rules.check_submission(sub("g", score=3, created=JAN_2018 - 1), r)[0] == "keep"
 
 
 def test_a_submission_is_counted_under_the_first_rule_it_fails():
     s = sub("a", score=0, is_self=True, url="https://en.wikipedia.org/wiki/X")
-    assert submissions.check_submission(s, submissions.LinkRules())[1] == "low_karma"
+    assert link_rules.check_submission(s, link_rules.LinkRules())[1] == "low_karma"
 
 
 def test_defaults_keep_domains_webtext_kept():
     subs = [sub("gh", url="https://github.com/openai/gpt-2"), sub("go", url="https://www.google.com/maps/place/x"),
             sub("eb", url="http://www.ebay.com/itm/123?hash=item1"), sub("yt", url="https://youtube.com/watch?v=1"),
             sub("nsfw", over_18=True)]
-    assert kept_ids(submissions.LinkRules(), subs) == {"gh", "go", "eb", "yt", "nsfw"}
+    assert kept_ids(link_rules.LinkRules(), subs) == {"gh", "go", "eb", "yt", "nsfw"}
 
 
 def test_kept_submission_carries_key_and_submitted_url():
     s = sub("k", url=" https://WWW.Example.com/Story/?utm_source=reddit ", score=7, subreddit="science")
-    assert submissions.check_submission(s, submissions.LinkRules()) == (
+    assert link_rules.check_submission(s, link_rules.LinkRules()) == (
         "keep", "https://example.com/Story", (7, 1500000000, "k", "science", "https://WWW.Example.com/Story/?utm_source=reddit"))
 
 
@@ -121,10 +121,11 @@ def test_exclude_files(tmp_path):
     subs = [sub("a", url="https://x.example.net/1"), sub("b", url="https://c.example.org/2"),
             sub("c", url="https://notexample.net/3"), sub("d", url="https://ok.org/4", subreddit="B_Sub"),
             sub("e", url="https://ok.org/5", subreddit="other")]
-    r = rules_for("--exclude-domains", str(tmp_path / "domains.txt"), "--exclude-subreddits", str(tmp_path / "subs.txt"))
+    r = rules_for("--exclude-domains", str(tmp_path / "domains.txt"),
+                  "--exclude-subreddits", str(tmp_path / "subs.txt"))
     assert kept_ids(r, subs) == {"c", "e"}
-    assert submissions.check_submission(subs[0], r)[1] == "domain"
-    assert submissions.check_submission(subs[3], r)[1] == "subreddit"
+    assert link_rules.check_submission(subs[0], r)[1] == "domain"
+    assert link_rules.check_submission(subs[3], r)[1] == "subreddit"
 
 
 @pytest.mark.parametrize("obj,reason", [
@@ -145,15 +146,15 @@ def test_exclude_files(tmp_path):
     ({"id": "1", "url": "https:///nohost", "score": 5, "created_utc": 1}, "bad_url"),
 ])
 def test_unusable_submissions_are_rejected_with_a_reason(obj, reason):
-    with pytest.raises(submissions.Rejected) as e:
-        submissions.check_submission(obj, submissions.LinkRules())
+    with pytest.raises(link_rules.Rejected) as e:
+        link_rules.check_submission(obj, link_rules.LinkRules())
     assert e.value.reason == reason
     assert e.value.detail
 
 
 def test_old_dumps_number_fields_as_strings_or_floats():
-    assert submissions.check_submission(sub("a", created="1500000000"), submissions.LinkRules())[0] == "keep"
-    assert submissions.check_submission(sub("b", created=1500000000.0), submissions.LinkRules())[2][1] == 1500000000
+    assert link_rules.check_submission(sub("a", created="1500000000"), link_rules.LinkRules())[0] == "keep"
+    assert link_rules.check_submission(sub("b", created=1500000000.0), link_rules.LinkRules())[2][1] == 1500000000
 
 
 # ---------------------------------------------------------------------------------------------- merge
@@ -164,7 +165,7 @@ def test_merge_takes_url_of_best_submission_ties_to_earliest():
             (9, 200, "b", "pics", "https://www.example.com/a/"),
             (9, 100, "a", "news", "https://example.com/a"),
             (1, 50, "d", "", "http://example.com/a")]
-    row = submissions.merge_link("https://example.com/a", subs, submissions.LinkRules(), count)
+    row = link_rules.merge_link("https://example.com/a", subs, link_rules.LinkRules(), count)
     assert row == {"url": "https://example.com/a", "key": "https://example.com/a", "host": "example.com",
                    "score": 9, "num_submissions": 4, "subreddits": ["news", "pics"], "first_created_utc": 50,
                    "submission_ids": ["a", "b", "c", "d"]}
@@ -173,20 +174,20 @@ def test_merge_takes_url_of_best_submission_ties_to_earliest():
 
 def test_merge_sum_rule_and_duplicate_submissions():
     totals, count = stats.dict_counter()
-    r = submissions.LinkRules(karma="sum")
+    r = link_rules.LinkRules(karma="sum")
     subs = [(1, 100, "a", "x", "http://e.com/"), (1, 90, "b", "y", "http://www.e.com"),
             (2, 100, "a", "x", "http://e.com/")]  # "a" again, from a later dump: counted once, latest score
-    row = submissions.merge_link("http://e.com", subs, r, count)
+    row = link_rules.merge_link("http://e.com", subs, r, count)
     assert (row["score"], row["num_submissions"], row["url"], row["submission_ids"]) == (3, 2, "http://e.com/",
                                                                                         ["a", "b"])
-    assert submissions.merge_link("http://f.com", [(1, 1, "z", "", "http://f.com")], r, count) is None
+    assert link_rules.merge_link("http://f.com", [(1, 1, "z", "", "http://f.com")], r, count) is None
     assert totals == {"links": 1, "duplicate_submission_ids": 1, "drop_low_karma_sum": 1}
 
 
 def test_merge_is_independent_of_input_order():
     subs = [(3, i % 7, f"id{i}", f"s{i % 3}", f"http://e.com/?v={i % 4}") for i in range(30)]
     _, count = stats.dict_counter()
-    rows = {orjson.dumps(submissions.merge_link("k", order, submissions.LinkRules(), count))
+    rows = {orjson.dumps(link_rules.merge_link("k", order, link_rules.LinkRules(), count))
             for order in (subs, subs[::-1], sorted(subs, key=lambda s: s[2]))}
     assert len(rows) == 1
 
@@ -308,8 +309,8 @@ def test_truncated_archive_is_named_and_other_files_are_still_written(tmp_path, 
     ids = {i for r in rows for i in r["submission_ids"]}
     _, from_good = independent_result([str(good)])
     assert len(from_good) > 50 and set(from_good) <= {r["key"] for r in rows}
-    expected_cut = {orjson.loads(l)["id"] for l in lines[:readable]
-                    if submissions.check_submission(orjson.loads(l), submissions.LinkRules(before=None))[0] == "keep"}
+    expected_cut = {orjson.loads(line)["id"] for line in lines[:readable]
+                    if link_rules.check_submission(orjson.loads(line), link_rules.LinkRules(before=None))[0] == "keep"}
     assert expected_cut and expected_cut <= ids
     assert st["counters"]["lines_read"] == 103 + readable
 
@@ -331,7 +332,19 @@ def test_sum_karma_merges_before_the_threshold(tmp_path, capsys):
 
 def test_missing_input_is_a_clear_error(tmp_path, capsys):
     rc, err = run_cli(capsys, "--input", str(tmp_path / "nothing-*.zst"), "--output", str(tmp_path / "o"))
-    assert rc == 2 and "nothing-*.zst" in err
+    assert rc == 2 and err.startswith("webtext links: error: ") and "nothing-*.zst" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_flags_are_errors_before_anything_is_written(tmp_path, capsys):
+    dump = tmp_path / "RS.ndjson"
+    dump.write_bytes(orjson.dumps(sub("a")) + b"\n")
+    for flags, message in ((["--rows-per-shard", "0"], "--rows-per-shard must be at least 1"),
+                           (["--exclude-domains", str(tmp_path / "none.txt")], "none.txt"),
+                           (["--runner", "dataflow"], "--runner dataflow needs --project")):
+        rc, err = run_cli(capsys, "--input", str(dump), "--output", str(tmp_path / "o"), *flags)
+        assert rc == 2 and err.startswith("webtext links: error: ") and message in err, (flags, err)
+    assert not (tmp_path / "o").exists()
 
 
 def test_help_example_names_the_command():
@@ -362,7 +375,8 @@ def test_file_links_decides_every_line_as_check_submission_does(tmp_path):
     lines += [b"   ", b'{"id":"z","url":"http://a.com","score":1,"created_utc":"1500000000"}',
               b'{"id":"","url":"http://a.com","score":1,"created_utc":1}', b'{"id":"y","url":7,"score":1}']
     path = write_lines(str(tmp_path / "RS_2017-12.ndjson"), lines)
-    for rules in (submissions.LinkRules(), submissions.LinkRules(karma="sum"), submissions.LinkRules(min_karma=0, before=None)):
+    for rules in (link_rules.LinkRules(), link_rules.LinkRules(karma="sum"),
+                  link_rules.LinkRules(min_karma=0, before=None)):
         expected: collections.Counter = collections.Counter()
         kept, errors = [], []
         for i, line in enumerate(lines, 1):
@@ -370,8 +384,8 @@ def test_file_links_decides_every_line_as_check_submission_does(tmp_path):
                 expected["blank_lines"] += 1
                 continue
             try:
-                status, key, s = submissions.check_submission(orjson.loads(line), rules)
-            except submissions.Rejected as e:
+                status, key, s = link_rules.check_submission(orjson.loads(line), rules)
+            except link_rules.Rejected as e:
                 expected["error_" + e.reason] += 1
                 errors.append((i, e.reason))
                 continue
@@ -386,7 +400,7 @@ def test_file_links_decides_every_line_as_check_submission_does(tmp_path):
                 expected["drop_" + key] += 1
         expected.update(lines_read=len(lines), files_read=1)
         totals, count = stats.dict_counter()
-        out = list(submissions.file_links(path, rules, count))
+        out = list(task.file_links(path, rules, count))
         assert [item for ok, item in out if ok] == kept
         assert [(e["position"], e["reason"]) for ok, e in out if not ok] == errors
         assert totals == expected
@@ -395,12 +409,12 @@ def test_file_links_decides_every_line_as_check_submission_does(tmp_path):
 
 
 def test_progress_hears_of_every_line_read(tmp_path, monkeypatch):
-    monkeypatch.setattr(submissions, "PROGRESS_LINES", 4)
+    monkeypatch.setattr(task, "PROGRESS_LINES", 4)
     path = tmp_path / "RS_x.jsonl"
     rows = [{"id": f"p{i}", "url": f"http://h{i}.test/a", "score": 5, "created_utc": 1_420_070_400,
              "is_self": False, "over_18": False, "subreddit": "s"} for i in range(10)]
     path.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
     ticks = []
     _, count = stats.dict_counter()
-    list(submissions.file_links(str(path), submissions.LinkRules(before=None), count, tick=ticks.append))
+    list(task.file_links(str(path), link_rules.LinkRules(before=None), count, tick=ticks.append))
     assert ticks == [4, 4, 2]  # every PROGRESS_LINES lines, then the rest

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from webtext.links import urls
 
@@ -181,10 +182,11 @@ _label = st.from_regex(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,8}[a-zA-Z0-9])?", fullmatch=
 
 
 @settings(max_examples=300, deadline=None)
-@given(scheme=st.sampled_from(["http", "HTTPS", "Http"]), www=st.booleans(), labels=st.lists(_label, min_size=1, max_size=3),
+@given(scheme=st.sampled_from(["http", "HTTPS", "Http"]), www=st.booleans(),
+       labels=st.lists(_label, min_size=1, max_size=3),
        tld=st.sampled_from(["com", "org", "de", "co.uk"]), port=st.sampled_from(["", ":80", ":443", ":8080"]),
-       path=st.lists(st.text(max_size=8), max_size=3), query=st.lists(st.tuples(st.text(max_size=5), st.text(max_size=5)),
-                                                                       max_size=3),
+       path=st.lists(st.text(max_size=8), max_size=3),
+       query=st.lists(st.tuples(st.text(max_size=5), st.text(max_size=5)), max_size=3),
        slash=st.booleans(), fragment=st.text(max_size=5))
 def test_normalize_url_is_idempotent(scheme, www, labels, tld, port, path, query, slash, fragment):
     from urllib.parse import quote, urlencode

@@ -147,11 +147,32 @@ def test_import_command(tmp_path, tok, capsys):
 def test_import_refuses_a_tokenizer_without_end_of_text(tmp_path, capsys):
     (tmp_path / "t.json").write_text(Tokenizer(models.BPE()).to_str())
     assert cli.main(["tokenizer", "import", "--tokenizer-json", str(tmp_path / "t.json"),
-                     "--output", str(tmp_path / "out")]) == 1
-    assert "no '<|endoftext|>' token" in capsys.readouterr().err
+                     "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("webtext tokenizer: error: ") and "no '<|endoftext|>' token" in err
     assert not (tmp_path / "out" / "tokenizer.json").exists()
 
 
 def test_train_refuses_missing_documents(tmp_path, capsys):
-    assert cli.main(["tokenizer", "train", "--docs", str(tmp_path), "--output", str(tmp_path / "t")]) == 1
-    assert "no dataset 'documents'" in capsys.readouterr().err
+    assert cli.main(["tokenizer", "train", "--docs", str(tmp_path), "--output", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("webtext tokenizer: error: ") and "no dataset 'documents'" in err
+    assert "run `webtext dedup` first" in err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--vocab-size", "256"], "--vocab-size 256 < 257"),
+    (["train", "--min-frequency", "-1"], "--min-frequency must be at least 0"),
+    (["train", "--sample-bytes", "-5"], "--sample-bytes must be at least 0"),
+    (["import", "--vocab", "v.json"], "give --tokenizer-json, or both --vocab and --merges"),
+    (["import", "--tokenizer-json", "missing.json"], "missing.json"),
+    (["import", "--tokenizer-json", "{not.json"], "not a tokenizer.json"),
+])
+def test_bad_flags_and_input_are_one_line_errors_with_status_2(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "{not.json").write_text("{not json")
+    docs = ["--docs", write_documents(tmp_path / "docs", doc_rows(real_texts()[:2]))] if argv[0] == "train" else []
+    assert cli.main(["tokenizer", *argv, *docs, "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("webtext tokenizer: error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()

@@ -18,7 +18,7 @@ import functools
 import hashlib
 import sys
 import unicodedata
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -314,18 +314,20 @@ class MinHasher:
 # ---------------------------------------------------------------------------------------------------------
 # LSH
 
-@functools.cache  # datasketch integrates the S-curve numerically: ~0.2 s a call
+@functools.cache  # the stage asks for its setting several times (its check, its pipelines, its stats)
 def lsh_params(threshold: float = THRESHOLD, num_perm: int = NUM_PERM,
                fn_weight: float = FN_WEIGHT) -> tuple[int, int]:
-    """(bands, rows) from datasketch's own optimisation (`datasketch.lsh._optimal_param`): the setting
-    that minimises the weighted area of false positives below and false negatives above the threshold."""
-    from datasketch.lsh import _optimal_param
+    """(bands, rows) that datasketch's MinHashLSH chooses for the threshold: the setting that minimises the
+    weighted area of false positives below and false negatives above it. A ValueError where MinHashLSH
+    refuses the setting (fewer than two permutations, or an optimum of a single band)."""
+    from datasketch import MinHashLSH
 
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     if not 0.0 <= fn_weight <= 1.0:
         raise ValueError(f"fn_weight must be in [0, 1], got {fn_weight}")
-    return _optimal_param(threshold, num_perm, 1.0 - fn_weight, fn_weight)
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(1.0 - fn_weight, fn_weight))
+    return lsh.b, lsh.r
 
 
 def candidate_probability(similarity: float, bands: int, rows: int) -> float:

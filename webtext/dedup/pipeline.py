@@ -1,168 +1,39 @@
-"""Remove exact and near-duplicate documents (MinHash LSH with clustering computed in Beam) and keep one
-document per cluster.
-
-Exact duplicates share the hash of their normalised text (case, whitespace and punctuation folded). Among
-the rest, near duplicates are found by MinHash over word n-gram shingles (shingles hashed in bulk with
-numpy, then datasketch's permutations: see minhash.py) and LSH bands; candidate pairs are checked by Jaccard similarity (--verify) and joined into
-clusters by connected components computed in Beam, so transitive chains (A~B, B~C) end in one cluster. Each
-cluster keeps its highest-scored document (no score counts as lowest; ties go to the smallest doc_id); the
-`clusters` table lists every member of every cluster with the reason it was kept or removed.
+"""The dedup stage's Beam graph: sketches of the input documents (in local processes, `task.py`), exact
+groups, LSH candidates, their verification, connected components, and the outputs; `run_passes` runs it,
+and further clustering passes when the components need them. `graph` builds it for `webtext build
+--dry-run`.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
-import functools
 import itertools
-import sys
 import typing
 import zlib
-from typing import Iterable
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from webtext.dedup import components, minhash
-from webtext.runtime import datasets, fs, pool
-from webtext.runtime.beam import (PoolMap, ReadDataset, UnpackResults, WriteDataset, WriteRuns,
-                                    add_runner_arguments, local_processes, pipeline_options)
-from webtext.dedup.rows import STAGE, keep_row_group, payload_row_group, sketch_row_group, warm_up
+from webtext.dedup import components
+from webtext.dedup.clusters import bucket_edges, cluster_rows, similarity
+from webtext.dedup.config import DedupConfig
+from webtext.dedup.schema import CLUSTERS, CLUSTERS_SCHEMA, DOCUMENTS, EDGES, EDGES_SCHEMA, KEPT, STAGE, WORK_DIR
+from webtext.dedup.task import keep_row_group, payload_row_group, sketch_row_group
+from webtext.runtime import datasets, fs
+from webtext.runtime.beam import PoolMap, ReadDataset, UnpackResults, WriteDataset, WriteRuns, local_processes
 from webtext.runtime.errors import ERRORS, ERRORS_SCHEMA, error_sort_key
-from webtext.runtime.stats import BeamCounters, Count, Timer, collect_counters, print_funnel, write_stats
+from webtext.runtime.stats import BeamCounters, Count, collect_counters
 
-DOCUMENTS = "documents"
-CLUSTERS = "clusters"
-WORK_DIR = "_work"                 # edge sets of extra clustering passes; removed when the stage finishes
-DOCUMENT_ROWS_PER_SHARD = 25_000   # ~100 MB files; a shard's merge holds ~150 MB, and a 50k-document input gives two that merge in parallel
+DOCUMENT_ROWS_PER_SHARD = 25_000   # a shard's merge holds it whole; 50k documents give two shards, merged in parallel
 CLUSTER_ROWS_PER_SHARD = 1_000_000
+EDGES_ROWS_PER_SHARD = 2_000_000
 LSH_BATCH = 1024                   # documents per band-partitioning batch
-LSH_PARTITIONS = 256               # buckets are spread over this many groups (the LSH work per task)
 VERIFY_ALL_PAIRS_UPTO = 32         # when verifying, buckets up to this size give all pairs, larger ones a star
-VERIFY_CHOICES = ("exact", "estimate", "none")
-VERIFY = "exact"                   # candidate pairs below the threshold never join a cluster
-
-KEPT, EXACT, NEAR = "kept", "exact_duplicate", "near_duplicate"
-REASONS = (KEPT, EXACT, NEAR)
-ERROR_REASONS = ("missing_doc_id", "missing_text", "duplicate_doc_id")
-
-CLUSTERS_SCHEMA = pa.schema([
-    pa.field("doc_id", pa.string(), nullable=False),
-    pa.field("cluster_id", pa.string(), nullable=False),   # the smallest doc_id in the cluster
-    pa.field("cluster_size", pa.int64(), nullable=False),
-    pa.field("kept", pa.bool_(), nullable=False),
-    pa.field("reason", pa.string(), nullable=False),       # kept / exact_duplicate / near_duplicate
-])
-
-EXAMPLE = """\
-  webtext dedup --docs /tmp/documents --output /tmp/deduped --workers 1
-  webtext dedup --docs /tmp/documents --output /tmp/deduped --threshold 0.7 --verify estimate
-  webtext dedup --docs /tmp/documents --output /tmp/deduped --bands 16 --rows 8 --verify none
-"""
-
-
-@dataclasses.dataclass(frozen=True)
-class DedupConfig:
-    ngram: int = minhash.NGRAM
-    num_perm: int = minhash.NUM_PERM
-    seed: int = minhash.SEED
-    scheme: str = minhash.SCHEME
-    threshold: float = minhash.THRESHOLD
-    fn_weight: float = minhash.FN_WEIGHT
-    bands: int | None = None        # with rows: the LSH setting as given; else optimised for the threshold
-    rows: int | None = None
-    verify: str = VERIFY
-    cc_rounds: int = components.ROUNDS
-    lsh_partitions: int = LSH_PARTITIONS
-
-    def __post_init__(self):
-        if self.ngram < 1 or self.num_perm < 1 or self.lsh_partitions < 1:
-            raise ValueError("ngram, num_perm and lsh_partitions must be positive")
-        if self.verify not in VERIFY_CHOICES:
-            raise ValueError(f"verify must be one of {VERIFY_CHOICES}, got {self.verify!r}")
-        if (self.bands is None) != (self.rows is None):
-            raise ValueError("give --bands and --rows together, or neither (then --threshold decides them)")
-        if self.bands is not None and (self.bands < 1 or self.rows < 1 or self.bands * self.rows > self.num_perm):
-            raise ValueError(f"bands x rows must be at most num_perm ({self.num_perm}), got "
-                             f"{self.bands} x {self.rows}")
-
-    def lsh(self) -> tuple[int, int]:
-        if self.bands is not None:
-            return self.bands, self.rows
-        return minhash.lsh_params(self.threshold, self.num_perm, self.fn_weight)
-
 
 # ---------------------------------------------------------------------------------------------------------
-# Plain functions
-
-def keep_order(member: tuple) -> tuple:
-    """Sort key of cluster members (doc_id, score, exact_key): the first is kept. Highest score first, no
-    score last, then the smallest doc_id."""
-    doc_id, score, _ = member
-    return (score is None, -(score or 0), doc_id)
-
-
-def cluster_rows(cluster_id: str, members: Iterable[tuple]) -> list[dict]:
-    """The clusters-table rows of one cluster from its members (doc_id, score, exact_key)."""
-    members = sorted(set(members), key=keep_order)
-    kept_key = members[0][2]
-    rows = []
-    for i, (doc_id, _, key) in enumerate(members):
-        reason = KEPT if i == 0 else (EXACT if key == kept_key else NEAR)
-        rows.append({"doc_id": doc_id, "cluster_id": cluster_id, "cluster_size": len(members),
-                     "kept": i == 0, "reason": reason})
-    return rows
-
-
-def bucket_edges(keys: np.ndarray, ids: list[str], all_pairs_upto: int = 0) -> set[tuple[str, str]]:
-    """Edges between documents that share a bucket. A bucket of up to `all_pairs_upto` members gives every
-    pair (so that verification can keep the pairs that really are similar); a larger one gives a star,
-    each member linked to its smallest doc_id (the bucket stays connected with one edge per member)."""
-    if len(keys) < 2:
-        return set()
-    order = np.argsort(keys, kind="stable")
-    ordered = keys[order]
-    bounds = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
-    starts = np.concatenate(([0], bounds))
-    ends = np.concatenate((bounds, [len(ordered)]))
-    shared = ends - starts > 1
-    edges = set()
-    for s, e in zip(starts[shared].tolist(), ends[shared].tolist()):
-        members = sorted({ids[i] for i in order[s:e].tolist()})
-        if len(members) <= all_pairs_upto:
-            edges.update((b, a) for i, a in enumerate(members) for b in members[i + 1:])
-        else:
-            edges.update((m, members[0]) for m in members[1:])
-    return edges
-
-
-def similarity(payload_a: bytes, payload_b: bytes, verify: str, dtype) -> float:
-    """Jaccard similarity of two documents from their verification payloads: distinct sorted shingle hashes
-    (exact) or MinHash signatures (estimate)."""
-    if verify == "exact":
-        return minhash.jaccard_of_hashes(np.frombuffer(payload_a, np.uint32), np.frombuffer(payload_b, np.uint32),
-                                         distinct=True)
-    return minhash.estimated_jaccard(np.frombuffer(payload_a, dtype), np.frombuffer(payload_b, dtype))
-
-
-@functools.cache  # asked for by the sketching, the verification and `prepare`: its permutations made once
-def _hasher(cfg: DedupConfig) -> minhash.MinHasher:
-    return minhash.MinHasher(cfg.num_perm, cfg.seed, cfg.scheme)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Reading and the local processes
-
-def _shard_paths(docs_dir: str) -> list[str]:
-    paths = datasets.shard_paths(docs_dir, DOCUMENTS)
-    if not paths:
-        raise FileNotFoundError(f"{docs_dir}: no dataset {DOCUMENTS!r} "
-                                f"({datasets.shard_pattern(docs_dir, DOCUMENTS)})")
-    return paths
-
+# Reading the input
 
 class RowGroups(beam.PTransform):
     """The reading tasks of a documents dataset, one per Parquet row group (a few thousand documents),
@@ -176,18 +47,9 @@ class RowGroups(beam.PTransform):
     def expand(self, pbegin):
         return (pbegin
                 | "Dir" >> beam.Create([self.docs_dir])
-                | "Paths" >> beam.FlatMap(_shard_paths)
+                | "Paths" >> beam.FlatMap(datasets.shard_paths, DOCUMENTS)
                 | "RowGroups" >> beam.FlatMap(datasets.row_groups)
                 | "Spread" >> beam.Reshuffle())
-
-
-def input_schema(docs_dir: str) -> pa.Schema:
-    """The documents schema as the input files declare it: the output keeps it exactly."""
-    paths = datasets.shard_paths(docs_dir, DOCUMENTS)
-    if not paths:
-        raise FileNotFoundError(f"{docs_dir}: no dataset {DOCUMENTS!r}")
-    with fs.open_read(paths[0]) as f:
-        return pq.read_schema(f)
 
 
 META, EXACT_EDGES = "meta", "exact_edges"
@@ -345,7 +207,7 @@ class VerifyCandidates(beam.PTransform):
         self.p, self.docs_dir, self.cfg, self.processes, self.count = p, docs_dir, cfg, processes, count
 
     def expand(self, edges):
-        cfg, hasher = self.cfg, _hasher(self.cfg)
+        cfg, hasher = self.cfg, self.cfg.hasher()
         edges = edges | "Distinct" >> beam.Distinct()
         wanted = edges | "Ends" >> beam.FlatMap(lambda e: e) | "DistinctEnds" >> beam.Distinct()
         # Its own read: a second consumer of the sketching read would be fused with it, and this one waits
@@ -362,6 +224,99 @@ class VerifyCandidates(beam.PTransform):
                 | "PairPayloads" >> beam.FlatMap(_pair_payloads)
                 | "ByPair" >> beam.GroupByKey()
                 | "Verify" >> beam.ParDo(_Verify(cfg.verify, cfg.threshold, hasher.dtype, self.count)))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Connected components (the node operations: components.py)
+
+def _both_ways(e):
+    return [(e[0], e[1]), (e[1], e[0])]
+
+
+class LargeStar(beam.PTransform):
+    def expand(self, edges):
+        return (edges
+                | "BothWays" >> beam.FlatMap(_both_ways)
+                | "ByNode" >> beam.GroupByKey()
+                | "Link" >> beam.FlatMapTuple(components.large_star))
+
+
+class SmallStar(beam.PTransform):
+    def expand(self, edges):
+        return (edges
+                | "ByChild" >> beam.GroupByKey()
+                | "Link" >> beam.FlatMapTuple(components.small_star))
+
+
+class _Settle(beam.DoFn):
+    """The final check: passes every edge on once (from its child's side) and counts unsettled nodes."""
+
+    def __init__(self, count: Count):
+        self.count = count
+
+    def process(self, element):
+        node, neighbours = element
+        neighbours = set(neighbours)
+        if components.unsettled(node, neighbours):
+            self.count(components.UNSETTLED)
+        for v in sorted(neighbours):
+            if v < node:
+                yield (node, v)
+
+
+class ConnectedComponents(beam.PTransform):
+    """Edges in, edges out: `rounds` large-star/small-star rounds then the settledness check, which counts
+    unsettled nodes in the Beam counter `components.UNSETTLED` of `stage`. When that count is zero the output is a
+    star forest: one edge (node, smallest label of its component) per node that is not a centre."""
+
+    def __init__(self, stage: str, rounds: int = components.ROUNDS):
+        super().__init__()
+        if rounds < 1:
+            raise ValueError("rounds must be >= 1")
+        self.stage, self.rounds = stage, rounds
+
+    def expand(self, edges):
+        for i in range(self.rounds):
+            edges = (edges
+                     | f"LargeStar{i + 1}" >> LargeStar()
+                     | f"SmallStar{i + 1}" >> SmallStar())
+        return (edges
+                | "CheckBothWays" >> beam.FlatMap(_both_ways)
+                | "CheckByNode" >> beam.GroupByKey()
+                | "Check" >> beam.ParDo(_Settle(BeamCounters(self.stage))))
+
+
+class WriteEdges(beam.PTransform):
+    def __init__(self, output_dir: str):
+        super().__init__()
+        self.output_dir = output_dir
+
+    def expand(self, edges):
+        return (edges
+                | "AsRows" >> beam.MapTuple(lambda c, p: {"child": c, "parent": p})
+                | WriteDataset(self.output_dir, EDGES, EDGES_SCHEMA, lambda r: (r["child"], r["parent"]),
+                                        rows_per_shard=EDGES_ROWS_PER_SHARD))
+
+
+def settle(work_dir: str, options_for_pass, stage: str, rounds: int = components.ROUNDS,
+           max_passes: int = components.MAX_PASSES) -> tuple[int, str]:
+    """Run further passes over the edge set in `work_dir` (written by `WriteEdges`) until no node is
+    unsettled; the settled edges replace it. `options_for_pass(i)` gives each pass's PipelineOptions.
+    Returns the number of extra passes run and the directory holding the settled edges."""
+    for i in range(1, max_passes + 1):
+        source, target = fs.join(work_dir, f"pass{i - 1}"), fs.join(work_dir, f"pass{i}")
+        datasets.remove_dataset(target, EDGES)
+        with beam.Pipeline(options=options_for_pass(i)) as p:
+            _ = (p
+                 | ReadDataset(source, EDGES)
+                 | "AsEdges" >> beam.Map(lambda r: (r["child"], r["parent"]))
+                 | ConnectedComponents(stage, rounds)
+                 | WriteEdges(target))
+        left = collect_counters(p.result, stage).get(components.UNSETTLED, 0)
+        datasets.remove_dataset(source, EDGES)
+        if left == 0:
+            return i, target
+    raise RuntimeError(f"connected components not settled after {max_passes} passes of {rounds} rounds")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -417,8 +372,8 @@ class _Clusters(beam.DoFn):
 
 
 class ResolveClusters(beam.PTransform):
-    """Settled star edges + the meta parts (`_MetaPartitions`) -> clusters-table rows, the doc_ids that are removed (with
-    their reason), and the number of input rows they are."""
+    """Settled star edges + the meta parts (`_MetaPartitions`) -> clusters-table rows, the doc_ids that are
+    removed (with their reason), and the number of input rows they are."""
 
     def __init__(self, meta, count: Count):
         super().__init__()
@@ -449,7 +404,7 @@ def _documents_and_meta(p, docs_dir: str, cfg: DedupConfig, count: Count, signat
     """(errors, sketch batches, meta parts, valid row count) of the input documents."""
     sketched = (p
                 | "InputForSketch" >> RowGroups(docs_dir)
-                | "Sketch" >> PoolMap(sketch_row_group, processes, cfg.ngram, _hasher(cfg), cfg.lsh(),
+                | "Sketch" >> PoolMap(sketch_row_group, processes, cfg.ngram, cfg.hasher(), cfg.lsh(),
                                       signatures)
                 | "UnpackSketches" >> beam.ParDo(UnpackResults(count)).with_outputs(ERRORS, main="sketches"))
     meta = sketched.sketches | "MetaParts" >> beam.ParDo(_MetaPartitions())
@@ -498,8 +453,8 @@ def build_pipeline(p: beam.Pipeline, docs_dir: str, output_dir: str, cfg: DedupC
         candidates = candidates | "Verify" >> VerifyCandidates(p, docs_dir, cfg, processes, count)
     stars = ((groups[EXACT_EDGES], candidates)
              | "AllEdges" >> beam.Flatten()
-             | "Components" >> components.ConnectedComponents(STAGE, cfg.cc_rounds))
-    _ = stars | "SaveEdges" >> components.WriteEdges(fs.join(output_dir, WORK_DIR, "pass0"))
+             | "Components" >> ConnectedComponents(STAGE, cfg.cc_rounds))
+    _ = stars | "SaveEdges" >> WriteEdges(fs.join(output_dir, WORK_DIR, "pass0"))
     _write_outputs(p, docs_dir, output_dir, schema, stars, meta, valid_rows, errors, count, processes)
 
 
@@ -507,46 +462,34 @@ def graph(p: beam.Pipeline, args: argparse.Namespace) -> None:
     """The stage's (first-pass) pipeline, built from its flags without touching any output or needing the
     input yet (`webtext build --dry-run`). The output keeps the input's schema; the graph is built with the
     extract stage's documents schema, which is what the input is when the stages run in sequence."""
-    from webtext.extract.pipeline import DOCUMENTS_SCHEMA
+    from webtext.extract.schema import DOCUMENTS_SCHEMA
 
-    build_pipeline(p, args.docs, args.output, config_from_args(args), DOCUMENTS_SCHEMA, BeamCounters(STAGE),
+    build_pipeline(p, args.docs, args.output, DedupConfig.from_args(args), DOCUMENTS_SCHEMA, BeamCounters(STAGE),
                    local_processes(args))
 
 
-def run_dedup(docs_dir: str, output_dir: str, cfg: DedupConfig, options_for_pass, quiet: bool = False,
-              processes: int = 1) -> dict:
-    """Run the stage; `options_for_pass(i)` gives the PipelineOptions of each pipeline it runs (pass 0 is
-    the main one); `processes` local processes work on the documents' text. Returns the stats written to
-    `_stats.json`."""
-    timer = Timer()
-    tasks = sum(len(datasets.row_groups(path)) for path in datasets.shard_paths(docs_dir, DOCUMENTS))
-    if tasks > 1:  # a single row group runs inline: no process to start
-        pool.prestart(min(processes, tasks), warm_up)
-    schema = input_schema(docs_dir)
-    missing = {"doc_id", "url", "text", "score"} - set(schema.names)
-    if missing:
-        raise ValueError(f"{docs_dir}: documents lack the columns {sorted(missing)}")
-    bands, rows = cfg.lsh()
-    curve = minhash.s_curve(bands, rows, sorted(set(minhash.S_CURVE_POINTS) | {cfg.threshold}))
+def run_passes(docs_dir: str, output_dir: str, cfg: DedupConfig, schema: pa.Schema, options_for_pass,
+               processes: int = 1) -> tuple[dict, int]:
+    """Run the stage's pipelines into `output_dir` (its earlier datasets already removed): the main one and,
+    when its clusters did not settle, further clustering passes and a last pipeline that writes the
+    outputs from the settled clusters. `options_for_pass(i)` gives the PipelineOptions of each pipeline
+    (pass 0 is the main one); `processes` local processes work on the documents' text. Returns the
+    stage's counters and the number of clustering passes."""
     work = fs.join(output_dir, WORK_DIR)
-    fs.makedirs(output_dir)
-    for name in (DOCUMENTS, CLUSTERS, ERRORS):
-        datasets.remove_dataset(output_dir, name)
     count = BeamCounters(STAGE)
-
     with beam.Pipeline(options=options_for_pass(0)) as p:
         build_pipeline(p, docs_dir, output_dir, cfg, schema, count, processes)
     counters = collect_counters(p.result, STAGE)
     passes = 1
     if counters.get(components.UNSETTLED, 0):
         # Clusters too deep for one pass: settle the saved edges, then choose again from the settled ones.
-        extra, final_dir = components.settle(work, options_for_pass, STAGE, cfg.cc_rounds)
+        extra, final_dir = settle(work, options_for_pass, STAGE, cfg.cc_rounds)
         passes += extra
         for name in (DOCUMENTS, CLUSTERS, ERRORS):
             datasets.remove_dataset(output_dir, name)
         with beam.Pipeline(options=options_for_pass(passes)) as p:
             errors, _, meta, valid_rows = _documents_and_meta(p, docs_dir, cfg, count, False, processes)
-            stars = (p | "ReadEdges" >> ReadDataset(final_dir, components.EDGES)
+            stars = (p | "ReadEdges" >> ReadDataset(final_dir, EDGES)
                      | "AsEdges" >> beam.Map(lambda r: (r["child"], r["parent"])))
             _write_outputs(p, docs_dir, output_dir, schema, stars, meta, valid_rows, errors, count,
                            processes)
@@ -558,85 +501,4 @@ def run_dedup(docs_dir: str, output_dir: str, cfg: DedupConfig, options_for_pass
     fs.delete(fs.glob_or_empty(fs.join(work, "*", "*")))
     fs.delete(fs.glob_or_empty(fs.join(work, "*")))
     fs.delete(fs.glob_or_empty(work))
-
-    documents_in = counters.get("documents_in", 0)
-    drops = {"exact_duplicate": counters.get(EXACT, 0), "near_duplicate": counters.get(NEAR, 0),
-             "duplicate_doc_id": counters.get("error_duplicate_doc_id", 0)}
-    config = {**dataclasses.asdict(cfg), "bands": bands, "rows": rows, "docs": docs_dir}
-    stats = write_stats(output_dir, STAGE, config, counters, timer, drops=drops, s_curve=curve,
-                        cc_passes=passes, documents_out=counters.get("kept", 0))
-    if not quiet:
-        print_funnel(f"dedup: {docs_dir} -> {output_dir}", [
-            ("documents read", documents_in + sum(counters.get(f"error_{r}", 0) for r in ERROR_REASONS[:2])),
-            ("valid documents", documents_in),
-            ("exact duplicates removed", drops["exact_duplicate"]),
-            ("near duplicates removed", drops["near_duplicate"]),
-            ("duplicate doc_id (errors)", drops["duplicate_doc_id"]),
-            ("documents kept", counters.get("kept", 0)),
-        ])
-        print(f"LSH {bands} bands x {rows} rows over {cfg.num_perm} permutations; probability of becoming a "
-              f"candidate pair by Jaccard similarity: "
-              + ", ".join(f"{s}: {p:.3f}" for s, p in curve.items())
-              + f"; clustering took {passes} pass(es)", file=sys.stderr)
-    return stats
-
-
-# ---------------------------------------------------------------------------------------------------------
-# CLI
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d = DedupConfig()
-    parser.add_argument("--docs", required=True, help="directory holding the extract stage's documents dataset")
-    parser.add_argument("--output", required=True, help="output directory (documents, clusters, errors, _stats.json)")
-    g = parser.add_argument_group("near duplicates")
-    g.add_argument("--ngram", type=int, default=d.ngram, help=f"words per shingle (default: {d.ngram})")
-    g.add_argument("--num-perm", type=int, default=d.num_perm, help=f"MinHash permutations (default: {d.num_perm})")
-    g.add_argument("--seed", type=int, default=d.seed, help=f"MinHash seed (default: {d.seed})")
-    g.add_argument("--scheme", choices=minhash.SCHEMES, default=d.scheme,
-                   help="datasketch permutation scheme applied to the shingle hashes; legacy = datasketch < 2.0's "
-                        f"(default: {d.scheme})")
-    g.add_argument("--threshold", type=float, default=d.threshold,
-                   help=f"Jaccard similarity of near duplicates (default: {d.threshold})")
-    g.add_argument("--fn-weight", type=float, default=d.fn_weight,
-                   help="weight of false negatives when --threshold picks bands x rows (datasketch's optimisation; "
-                        f"false positives weigh 1 - this, and --verify removes them) (default: {d.fn_weight})")
-    g.add_argument("--bands", type=int, help="LSH bands (with --rows; default: optimised for --threshold)")
-    g.add_argument("--rows", type=int, help="LSH rows per band (with --bands)")
-    g.add_argument("--verify", choices=VERIFY_CHOICES, default=d.verify,
-                   help="check candidate pairs by exact Jaccard of their shingles, by MinHash's estimate, or not "
-                        f"at all, before they join a cluster (default: {d.verify})")
-    g.add_argument("--cc-rounds", type=int, default=d.cc_rounds,
-                   help=f"connected-components rounds per pipeline pass (default: {d.cc_rounds})")
-    g.add_argument("--lsh-partitions", type=int, default=d.lsh_partitions,
-                   help=f"groups the LSH buckets are spread over (default: {d.lsh_partitions})")
-    add_runner_arguments(parser)
-
-
-def config_from_args(args: argparse.Namespace) -> DedupConfig:
-    return DedupConfig(ngram=args.ngram, num_perm=args.num_perm, seed=args.seed, scheme=args.scheme,
-                       threshold=args.threshold, fn_weight=args.fn_weight, bands=args.bands, rows=args.rows,
-                       verify=args.verify, cc_rounds=args.cc_rounds, lsh_partitions=args.lsh_partitions)
-
-
-def prepare(args: argparse.Namespace) -> None:
-    """What a run with these flags needs before its input (`webtext build` calls it while extract runs):
-    datasketch imported (~0.3 s, with scipy) and the LSH setting worked out (kept by `minhash.lsh_params`)."""
-    cfg = config_from_args(args)
-    cfg.lsh()
-    _hasher(cfg)
-
-
-def main(args: argparse.Namespace) -> int:
-    try:
-        cfg = config_from_args(args)
-    except ValueError as e:
-        print(f"webtext dedup: {e}", file=sys.stderr)
-        return 2
-    try:
-        run_dedup(args.docs, args.output, cfg,
-                  lambda i: pipeline_options(args, f"{STAGE}-{i}" if i else STAGE),
-                  processes=local_processes(args))
-    except (FileNotFoundError, ValueError) as e:  # no input dataset, or one without the needed columns
-        print(f"webtext dedup: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return counters, passes

@@ -38,7 +38,7 @@ MAX_DUP_LINE_CHAR_FRACTION = 0.20
 MAX_DUP_PARAGRAPH_FRACTION = 0.30
 MAX_DUP_PARAGRAPH_CHAR_FRACTION = 0.20
 MAX_SYMBOL_RATIO = 0.1           # Gopher, when the symbol filter is on
-LANGUAGE_SAMPLE_CHARS = 1000     # py3langid is linear in length (~0.5 ms here); 1,000 characters suffice
+LANGUAGE_SAMPLE_CHARS = 1000     # py3langid is linear in length; this many characters suffice
 
 # C4 (c4_utils.py): lines with these are policy/cookie notices, "enable JavaScript" notices or placeholder text.
 POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
@@ -139,7 +139,7 @@ _identifier_lock = threading.Lock()
 
 def language_identifier():
     """py3langid's identifier, loaded once per process by whichever thread asks first (the others wait for
-    it). Loading takes ~0.4 s, most of it decompressing the model, which runs without holding the GIL: a
+    it). Loading is mostly decompressing the model, which runs without holding the GIL: a
     stage can start it on a thread (`load_language_identifier`) before its first document needs it."""
     global _identifier
     if _identifier is None:

@@ -1,39 +1,37 @@
 """Run trafilatura in a pool of killable child processes, so one hostile page cannot stall or kill a worker.
 
 trafilatura has no working timeout of its own and can hang, segfault or grow without bound on hostile pages.
-Each child is forked by a fork server (multiprocessing's "forkserver": a fresh single-threaded interpreter,
-never a fork of a Beam worker with its threads and gRPC channels) that imported trafilatura and warmed it up
-once (`_extractor_zygote`): a child is ready in milliseconds instead of the ~0.5 s of CPU an interpreter
-spends importing trafilatura, two per extract run and one per replaced child. A child talks length-prefixed
-pickles over two pipes and handles one page at a time; the parent waits on every child's pipe with the
-nearest deadline as timeout, and:
+Each child is a plain interpreter (`webtext.runtime.processes.Child`: never a fork of a Beam worker with its
+threads and gRPC channels) that first sets its address-space limit and prepares trafilatura
+(`_setup_child`), then handles one page at a time (`_extract_page`). The parent waits on every child's pipe
+with the nearest deadline as timeout, and:
 
 - a page that runs past `timeout_s` gets its child SIGKILLed (reason `timeout`);
 - a child that dies (segfault, OOM kill) is noticed as end-of-file on its pipe (reason `crash`);
-- a child over its address-space limit gets a MemoryError, reports it and exits (reason `memory`);
+- a child over its address-space limit gets a MemoryError and reports it; it is then killed, as its heap
+  cannot be trusted (reason `memory`);
 - an exception inside trafilatura is reported and the child goes on (reason `error`);
 - no main text found is reason `empty`.
 
 Every child that goes away is replaced, and children are recycled after `recycle_after` pages because
-trafilatura's and htmldate's caches only grow. The HTML is cut to `max_html_chars` before it is sent.
+trafilatura's and htmldate's caches only grow. The HTML is cut to `max_html_chars` before it is sent. Every
+child belongs to its `ExtractorPool`, whose `close()` stops and reaps them all.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
+import functools
 import hashlib
-import multiprocessing
 import os
 import pickle
 import signal
-import sys
 import time
-import types
 import unicodedata
-from multiprocessing.connection import Connection, wait
 from typing import Callable, Iterable, Iterator
+
+from webtext.runtime import processes
 
 TIMEOUT_S = 5.0              # per page; real pages take ~25 ms median, ~0.3 s at worst on the 922 eval pages
 RECYCLE_AFTER = 1000         # pages per child before it is replaced (trafilatura/htmldate caches grow)
@@ -111,9 +109,10 @@ UNKEPT_METADATA = {"extract_author": lambda tree: None,
                    "extract_license": lambda tree: None}
 
 
-def skip_unkept_metadata() -> None:
-    """Make trafilatura skip the metadata webtext drops, in this whole process: call it only in a process
-    that exists to extract for webtext (the sandbox children do). Text, title and date are unchanged."""
+def check_unkept_metadata() -> None:
+    """Raise RuntimeError unless this trafilatura has every helper `skip_unkept_metadata` replaces. The
+    extract stage calls it once before its pipeline runs, so a trafilatura that renamed one stops the stage
+    at start-up, not page by page in its children."""
     import trafilatura
     import trafilatura.metadata as metadata
 
@@ -121,6 +120,14 @@ def skip_unkept_metadata() -> None:
     if missing:
         raise RuntimeError(f"trafilatura {trafilatura.__version__} has no metadata.{', '.join(missing)}: "
                            "update webtext.extract.sandbox.UNKEPT_METADATA to this version")
+
+
+def skip_unkept_metadata() -> None:
+    """Make trafilatura skip the metadata webtext drops, in this whole process: call it only in a process
+    that exists to extract for webtext (the sandbox children do). Text, title and date are unchanged."""
+    import trafilatura.metadata as metadata
+
+    check_unkept_metadata()
     for name, nothing in UNKEPT_METADATA.items():
         setattr(metadata, name, nothing)
 
@@ -177,111 +184,14 @@ class _Task:
     deadline: float = 0.0
 
 
-ZYGOTE = "webtext.extract._zygote"   # what the fork server imports before its first fork
-_CONTEXT = None
+class _ExtractorChild(processes.Child):
+    """A child that sets itself up for `config` and then extracts pages, with the page in flight and the
+    number it has done."""
 
-
-def _fork_server():
-    """multiprocessing's forkserver context, its server importing ZYGOTE (started with the first child). A
-    server that cannot import it still forks working children, each then preparing trafilatura itself."""
-    global _CONTEXT
-    if _CONTEXT is None:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([ZYGOTE])
-        _CONTEXT = context
-    return _CONTEXT
-
-
-def start_fork_server() -> None:
-    """Start the fork server now rather than with the first child, so that its import of trafilatura
-    (~0.4 s of CPU) overlaps the caller's own work: the extract stage reads and groups the fetch log before
-    its first page reaches a child."""
-    from multiprocessing import forkserver
-
-    _fork_server()
-    with _no_main_script():
-        forkserver.ensure_running()
-
-
-@contextlib.contextmanager
-def _no_main_script():
-    """While a child starts, `__main__` is an empty module: multiprocessing would otherwise have the child
-    run the caller's main script again (a script without an `if __name__ == "__main__"` guard would then
-    run in every child), and the child needs nothing from it."""
-    main = sys.modules.get("__main__")
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        yield
-    finally:
-        if main is None:
-            del sys.modules["__main__"]
-        else:
-            sys.modules["__main__"] = main
-
-
-class _Forked:
-    """A forked child seen as a `subprocess.Popen` is: pid, poll, wait (until it is gone), kill; an exit
-    status is negative for a signal, as Popen's."""
-
-    def __init__(self, process):
-        self.process, self.pid = process, process.pid
-
-    def poll(self) -> int | None:
-        return None if self.process.is_alive() else self.process.exitcode
-
-    def wait(self) -> int | None:
-        self.process.join()
-        return self.process.exitcode
-
-    def kill(self) -> None:
-        self.process.kill()
-
-
-def _start_child() -> tuple[_Forked, Connection, Connection]:
-    """(process, to it, from it): a child forked by the fork server, running `_child_main`."""
-    context = _fork_server()
-    their_requests, to_child = context.Pipe(duplex=False)
-    from_child, their_answers = context.Pipe(duplex=False)
-    process = context.Process(target=_child_main, args=(their_requests, their_answers), daemon=True,
-                              name="webtext-extractor")
-    with _no_main_script():
-        process.start()
-    their_requests.close()
-    their_answers.close()
-    return _Forked(process), to_child, from_child
-
-
-class _Child:
     def __init__(self, config: SandboxConfig):
-        self.proc, self.to_child, self.from_child = _start_child()
-        self.ready = False
-        self.started = time.monotonic()
-        self.done = 0
+        super().__init__(_setup_child, config.settings, config.memory_mb)
         self.task: _Task | None = None  # the page in flight
-        self.to_child.send((config.settings, config.memory_mb))
-
-    def kill(self) -> int | None:
-        """Stop the child at once and reap it; its exit status."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        for conn in (self.to_child, self.from_child):
-            conn.close()
-        return self.proc.wait()
-
-    def ask_to_exit(self) -> None:
-        try:
-            self.to_child.send(None)
-        except OSError:
-            pass
-
-
-_EXITING: list[_Child] = []   # recycled children and those of closed pools, asked to exit or killed, until reaped
-
-
-def _reap_exited() -> None:
-    for child in [c for c in _EXITING if c.proc.poll() is not None]:
-        child.kill()  # only closes its pipes and reaps it
-        _EXITING.remove(child)
+        self.done = 0
 
 
 def _describe_exit(status: int | None) -> str:
@@ -313,7 +223,8 @@ class ExtractorPool:
             raise ValueError("processes must be at least 1")
         self.config = config
         self.count = count or (lambda name, n=1: None)
-        self._children: list[_Child] = []
+        self._children: list[_ExtractorChild] = []
+        self._exiting: list[_ExtractorChild] = []   # recycled, asked to exit, until reaped
         self._startup_failures = 0
         self._backlog: collections.deque[_Task] = collections.deque()  # ready to send to a free child
         self._twins: dict[bytes, list[_Task]] = {}   # HTML in flight -> its pages waiting for the outcome
@@ -333,30 +244,31 @@ class ExtractorPool:
             self._spawn()
 
     def close(self) -> None:
-        """Stop every child: busy ones are killed, idle ones asked to exit and left to wind down their
-        interpreters while the caller goes on (reaped by a later pool of this process: `_EXITING`)."""
-        for child in self._children:
-            if child.task is None and child.ready:
-                child.ask_to_exit()
-            else:
-                child.kill()
-        _EXITING.extend(self._children)
-        self._children = []
-        _reap_exited()
+        """Stop every child of the pool and reap it: busy ones are killed, idle ones asked to exit (all at
+        once, so they wind down together)."""
+        children, self._children = self._children + self._exiting, []
+        self._exiting = []
+        processes.stop(children)
 
     def pids(self) -> list[int]:
-        return [c.proc.pid for c in self._children]
+        return [c.pid for c in self._children]
 
-    def _spawn(self) -> _Child:
-        _reap_exited()
-        child = _Child(self.config)
+    def _spawn(self) -> _ExtractorChild:
+        self._reap_exited()
+        child = _ExtractorChild(self.config)
         self._children.append(child)
         self.count("children_started")
         return child
 
-    def _replace(self, child: _Child) -> None:
+    def _replace(self, child: _ExtractorChild) -> None:
         self._children.remove(child)
         self._spawn()
+
+    def _reap_exited(self) -> None:
+        """Reap the recycled children that have gone; the others go on winding down while the pool works."""
+        for child in [c for c in self._exiting if c.exited()]:
+            child.reap()
+            self._exiting.remove(child)
 
     # -- work
 
@@ -400,9 +312,8 @@ class ExtractorPool:
         deadlines = [c.task.deadline for c in self._children if c.task is not None]
         deadlines += [c.started + STARTUP_TIMEOUT_S for c in self._children if not c.ready]
         timeout = max(0.0, min(deadlines) - now) if deadlines else None
-        readable = wait([c.from_child for c in self._children], timeout=timeout)
         finished: list[Outcome] = []
-        for child in [c for c in self._children if c.from_child in readable]:
+        for child in processes.answering(self._children, timeout):
             finished += self._receive(child)
         now = time.monotonic()
         for child in list(self._children):
@@ -414,29 +325,29 @@ class ExtractorPool:
                 raise RuntimeError(f"extractor child not ready after {STARTUP_TIMEOUT_S:g} s")
         return finished
 
-    def _receive(self, child: _Child) -> list[Outcome]:
+    def _receive(self, child: _ExtractorChild) -> list[Outcome]:
+        setting_up = not child.ready
         try:
-            message = child.from_child.recv()
+            status, answer = child.receive()
         except (EOFError, OSError, pickle.UnpicklingError):
-            if not child.ready:
-                status = child.kill()
-                self._children.remove(child)
-                self._startup_failures += 1
-                if self._startup_failures >= MAX_STARTUP_FAILURES:
-                    raise RuntimeError(f"extractor children die at startup ({_describe_exit(status)}); "
-                                       "see their stderr above") from None
-                self._spawn()
+            if setting_up:
+                self._failed_start(child, _describe_exit(child.kill()) + "; see its stderr above")
                 return []
             if child.task is None:  # died while idle: nothing lost, just replace it
                 child.kill()
                 self._replace(child)
                 return []
             return self._lost(child, "crash")
-        if not child.ready:
-            child.ready = True
-            self._startup_failures = 0
+        if setting_up:
+            if status != "ok":  # its setup raised: the traceback says why
+                child.kill()
+                self._failed_start(child, answer.rstrip())
+            else:
+                self._startup_failures = 0
             return []
-        reason, payload = message
+        # The page call catches what trafilatura raises; an error here is one of the call itself (say, an
+        # answer that cannot be pickled): the page's error all the same.
+        reason, payload = answer if status == "ok" else ("error", answer.rstrip().splitlines()[-1])
         task = child.task
         child.task = None
         child.done += 1
@@ -445,19 +356,27 @@ class ExtractorPool:
         else:  # a metadata-only answer's text is the one its HTML gave before
             text = payload["text"] if task.known_text is None else task.known_text
             outcome = Outcome(task.task_id, "ok", text, payload["title"], payload["date"], truncated=task.truncated)
-        if reason == "memory":  # the child exits after a MemoryError: its heap cannot be trusted
+        if reason == "memory":  # after a MemoryError its heap cannot be trusted
             child.kill()
             self.count("children_replaced")
             self._replace(child)
         elif child.done >= self.config.recycle_after:
-            # It exits on its own; reaped later, so the pool does not wait for its interpreter to wind down.
+            # It exits on its own; reaped later, so the pool does not wait for it to wind down.
             child.ask_to_exit()
-            _EXITING.append(child)
+            self._exiting.append(child)
             self.count("children_recycled")
             self._replace(child)
         return self._settle(task, outcome)
 
-    def _lost(self, child: _Child, reason: str, detail: str = "") -> list[Outcome]:
+    def _failed_start(self, child: _ExtractorChild, why: str) -> None:
+        """`child` (killed) never became ready: start another, unless too many in a row failed."""
+        self._children.remove(child)
+        self._startup_failures += 1
+        if self._startup_failures >= MAX_STARTUP_FAILURES:
+            raise RuntimeError(f"extractor children fail at startup: {why}")
+        self._spawn()
+
+    def _lost(self, child: _ExtractorChild, reason: str, detail: str = "") -> list[Outcome]:
         """The page in flight on `child` is lost with `reason`; the child is killed and replaced."""
         task = child.task
         child.task = None
@@ -481,7 +400,8 @@ class ExtractorPool:
             task.deadline = time.monotonic() + self.config.timeout_s
             child.task = task
             try:
-                child.to_child.send((task.html, task.url, task.known_text is not None))
+                child.send(_extract_page, self.config.settings, self.config.memory_mb, task.html, task.url,
+                           task.known_text is not None)
             except OSError:  # it died since its last answer: the page has not started, so this is its crash
                 finished += self._lost(child, "crash")
         return finished
@@ -518,8 +438,7 @@ class ExtractorPool:
 
 def prepare_extractor(kwargs: dict | None = None) -> None:
     """What a process needs before its first page: trafilatura quiet (it logs every discarded page; reasons
-    go back to the parent), its unkept metadata skipped and its lazily loaded parts warmed up. Done once by
-    the fork server (`_extractor_zygote`), and again by every child, where it then costs next to nothing."""
+    go back to the parent), its unkept metadata skipped and its lazily loaded parts warmed up."""
     import logging
 
     logging.disable(logging.CRITICAL)
@@ -527,29 +446,32 @@ def prepare_extractor(kwargs: dict | None = None) -> None:
     extract_in_process(_WARMUP_HTML, None, kwargs if kwargs is not None else ExtractSettings().kwargs())
 
 
-def _child_main(requests: Connection, answers: Connection) -> None:
-    settings, memory_mb = requests.recv()
+@functools.cache
+def _kwargs(settings: ExtractSettings) -> dict:
+    """A child's trafilatura arguments, worked out once per child (every page of it has the same settings)."""
+    return settings.kwargs()
+
+
+def _setup_child(settings: ExtractSettings, memory_mb: int) -> int:
+    """A child's first call: its address-space limit (before trafilatura allocates anything), then
+    trafilatura prepared. Returns its process id."""
     if memory_mb:
         import resource
+
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    kwargs = settings.kwargs()
-    prepare_extractor(kwargs)
-    answers.send(("ready", os.getpid()))
-    while True:
-        try:
-            message = requests.recv()
-        except EOFError:
-            return
-        if message is None:
-            return
-        html, url, metadata_only = message
-        try:
-            answers.send((metadata_in_process if metadata_only else extract_in_process)(html, url, kwargs))
-        except MemoryError:
-            answers.send(("memory", f"over the {memory_mb} MB address-space limit"))
-            return
-        except RecursionError as e:
-            answers.send(("error", f"RecursionError: {e}"))
-        except Exception as e:  # trafilatura's own bugs: report, keep serving
-            answers.send(("error", f"{type(e).__name__}: {e}"))
+    prepare_extractor(_kwargs(settings))
+    return os.getpid()
+
+
+def _extract_page(settings: ExtractSettings, memory_mb: int, html: str, url: str | None,
+                  metadata_only: bool) -> tuple[str, dict | str | None]:
+    """A page call in a child: (reason, payload) of `extract_in_process`, or of `metadata_in_process` for a
+    page whose text is known; what trafilatura raises becomes reason `error`, a MemoryError reason `memory`
+    (the parent then kills this child)."""
+    try:
+        return (metadata_in_process if metadata_only else extract_in_process)(html, url, _kwargs(settings))
+    except MemoryError:
+        return "memory", f"over the {memory_mb} MB address-space limit"
+    except Exception as e:  # trafilatura's own bugs (RecursionError included): report, keep serving
+        return "error", f"{type(e).__name__}: {e}"

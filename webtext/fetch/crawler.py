@@ -1,10 +1,10 @@
 """The polite crawler behind `webtext fetch`: one host group's links -> log rows (and WARC records).
 
-Plain Python, no Beam: it runs in the stage's local processes, which then never import Beam. `fetch_group` is
-the whole of one host group's work there (crawl, commit its WARC files, write its log part). `GroupCrawler.crawl`
-runs `concurrency` threads over the group's hosts. A host is a queue of links with at most `per_host` requests
-in flight and `host_delay` (or its robots.txt Crawl-delay, if longer) between them; a thread takes whichever
-host is ready first, so many hosts run at once and none is hammered.
+Plain Python, no Beam: it runs in the stage's local processes, which then never import Beam (one host group's
+whole task there is `webtext.fetch.task.fetch_group`). `GroupCrawler.crawl` runs `concurrency` threads over the
+group's hosts. A host is a queue of links with at most `per_host` requests in flight and `host_delay` (or its
+robots.txt Crawl-delay, if longer) between them; a thread takes whichever host is ready first, so many hosts
+run at once and none is hammered.
 Waiting (host delays, retry backoff, Retry-After) is a time in the host's queue, never a sleeping thread.
 
 robots.txt (RFC 9309) is fetched once per origin per group, before that origin's first page: 2xx is parsed
@@ -27,15 +27,16 @@ import random
 import threading
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import urljoin, urlsplit
 
-import pyarrow as pa
 from protego import Protego
 
-from webtext.runtime import datasets, fs, progress, stats
 from webtext.fetch.http import MAX_REDIRECTS, ClientConfig, FetchError, Hop, HttpClient, KiB, MiB
-from webtext.runtime.warc import GZIP_LEVEL as WARC_GZIP_LEVEL, RecordWriter, encode_exchange
+from webtext.fetch.schema import WARC_DIR
+from webtext.runtime import fs, stats
+from webtext.runtime.warc import GZIP_LEVEL as WARC_GZIP_LEVEL
+from webtext.runtime.warc import RecordWriter, encode_exchange
 
 PER_HOST = 1                 # requests in flight per host
 HOST_DELAY_S = 1.0           # pause between two requests to one host
@@ -46,7 +47,6 @@ BACKOFF_S = 2.0              # first retry waits about this long; doubles each t
 MAX_RETRY_AFTER_S = 60.0     # a longer Retry-After is not waited for in this run (the next run retries)
 ROBOTS_MAX_BYTES = 512 * KiB  # RFC 9309: parse at least 500 KiB
 WARC_MAX_BYTES = 1024 * MiB  # roll to a new WARC file past this size
-WARC_DIR = "warc"
 PROGRESS_EVERY_S = 0.5
 
 
@@ -64,6 +64,12 @@ class CrawlConfig:
     max_redirects: int = MAX_REDIRECTS
     warc_max_bytes: int = WARC_MAX_BYTES
     warc_gzip_level: int = WARC_GZIP_LEVEL
+
+    def __post_init__(self):
+        if self.per_host < 1:
+            raise ValueError("--per-host must be at least 1")
+        if self.concurrency < 1:
+            raise ValueError("--concurrency must be at least 1")
 
     @property
     def robots_agent(self) -> str:
@@ -311,7 +317,7 @@ class WarcSink:
 # The group crawl
 
 def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def backoff_seconds(attempt: int, base: float, rng: random.Random) -> float:
@@ -454,7 +460,7 @@ class GroupCrawler:
         assert len(rows) == len(links), (len(rows), len(links))
         return rows
 
-    def _step(self, task: Task) -> "Step":
+    def _step(self, task: Task) -> Step:
         """One turn of a task: its origin's robots.txt, or one attempt at the link. Touches no shared state
         but the robots cache, so the caller releases the host exactly once whatever happens here."""
         cfg = self.config
@@ -538,44 +544,7 @@ def log_row(link: dict, outcome: Outcome, attempts: int, elapsed: float, fetched
 
 
 # ---------------------------------------------------------------------------------------------------------
-# One host group of the fetch stage, as a local process runs it (webtext.fetch.pipeline is the stage)
-
-STAGE = "fetch"
-PARTS_DIR = "_parts"         # each finished host group's log rows, so a killed run keeps its work
-
-LOG_SCHEMA = pa.schema([
-    pa.field("url", pa.string()),
-    pa.field("key", pa.string()),
-    pa.field("host", pa.string()),
-    pa.field("final_url", pa.string()),
-    pa.field("status", pa.int32()),
-    pa.field("error", pa.string()),
-    pa.field("error_detail", pa.string()),
-    pa.field("transient", pa.bool_()),
-    pa.field("attempts", pa.int32()),
-    pa.field("redirects", pa.int32()),
-    pa.field("bytes", pa.int64()),
-    pa.field("content_type", pa.string()),
-    pa.field("charset", pa.string()),
-    pa.field("charset_source", pa.string()),
-    pa.field("elapsed_s", pa.float64()),
-    pa.field("fetched_at", pa.string()),
-    pa.field("warc_file", pa.string()),
-    pa.field("warc_offset", pa.int64()),
-    pa.field("warc_length", pa.int64()),
-    pa.field("payload_digest", pa.string()),
-    pa.field("ip", pa.string()),
-    pa.field("run", pa.int32()),
-    pa.field("score", pa.int64()),
-    pa.field("num_submissions", pa.int64()),
-    pa.field("subreddits", pa.list_(pa.string())),
-    pa.field("first_created_utc", pa.int64()),
-])
-
-
-def log_sort_key(row: dict):
-    return (row["key"] or "", row["url"] or "")
-
+# Redirect targets
 
 @dataclasses.dataclass(frozen=True)
 class RedirectFilter:
@@ -588,7 +557,7 @@ class RedirectFilter:
     exclude_domains: frozenset = frozenset()
 
     @classmethod
-    def from_links_dir(cls, links_dir: str) -> "RedirectFilter":
+    def from_links_dir(cls, links_dir: str) -> RedirectFilter:
         config = (stats.read_stats(links_dir) or {}).get("config") or {}
         kw = {}
         for name in ("schemes", "blocked_extensions", "exclude_domains"):
@@ -616,44 +585,3 @@ class RedirectFilter:
         if urls.host_in(parsed.host, self.exclude_domains):
             return "excluded domain"
         return None
-
-
-redirect_filter = RedirectFilter()
-
-
-def warc_prefix(run: int, group: int) -> str:
-    return f"webtext-r{run:04d}-g{group:05d}"
-
-
-def fetch_group(task, config: CrawlConfig, output_dir: str, run: int,
-                link_filter: RedirectFilter) -> tuple[list, list, dict]:
-    """Fetch one host group with a thread pool: (log rows, no errors, counts). Its WARC files and its log
-    part are committed together (in a local process, see `beam.PoolMap`)."""
-    group, links = task
-    counts, count = stats.dict_counter()
-    links = sorted(links, key=lambda r: (r["host"], r.get("key") or "", r["url"]))
-    prefix = warc_prefix(run, group)
-    sink = WarcSink(output_dir, prefix, config.warc_max_bytes, config.warc_gzip_level)
-    client = HttpClient(config.client)
-    crawler = GroupCrawler(client, config, count, link_filter, seed=datasets.stable_hash((run, group)))
-    try:
-        rows = crawler.crawl(links, sink, run, on_progress=lambda n: progress.tick(STAGE, n))
-        sink.commit()
-    except BaseException:
-        sink.abort()
-        raise
-    finally:
-        client.close()
-        progress.flush()
-    rows.sort(key=log_sort_key)
-    # WARC files first, then the rows that point into them: a kill in between leaves unreferenced
-    # records, never rows pointing at nothing.
-    fs.write_atomic(fs.join(output_dir, PARTS_DIR, f"{prefix}.parquet"), datasets.table_bytes(rows, LOG_SCHEMA))
-    counts["groups_done"] += 1
-    return rows, [], dict(counts)
-
-
-def warm_up(_task) -> None:
-    """What a local process needs before its first host group (see `pool.prestart`): the crawler's modules,
-    imported when this function arrives, and the lazily imported charset detector."""
-    from charset_normalizer import from_bytes  # noqa: F401

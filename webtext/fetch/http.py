@@ -7,7 +7,7 @@ type before downloading, and never read proxy settings from the environment. So 
 -> send -> read headers -> decide on type and size -> stream the body through a capped decoder. A watchdog
 thread shuts a socket down at its deadline, which wakes any blocked read, headers included.
 
-Failures are `FetchError(error, detail, transient)`; `error` is one of `ERRORS` (docs/formats.md, Fetch).
+Failures are `FetchError(error, detail, transient)`; `error` is one of `schema.LOG_ERRORS` (docs/formats.md, Fetch).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import brotli
 from w3lib.encoding import html_body_declared_encoding, http_content_type_encoding, read_bom, resolve_encoding
 
 from webtext import __version__
+from webtext.fetch.schema import LOG_ERRORS
 from webtext.runtime.warc import header_value
 
 KiB, MiB = 1024, 1024 * 1024
@@ -49,28 +50,6 @@ SNIFF_BYTES = 1024          # decoded bytes looked at to sniff a missing, generi
 DETECT_BYTES = 32 * KiB     # body prefix given to the charset detector
 CHUNK = 64 * KiB
 
-# The closed set of error classes in the fetch log (docs/formats.md).
-ERRORS = (
-    "bad_url",          # unparseable, unsupported scheme, no host
-    "filtered",         # a redirect target the link filters reject (extension, Wikipedia, ...)
-    "dns",              # name does not resolve (transient when the resolver timed out or failed temporarily)
-    "blocked_address",  # every address of the host is loopback/private/link-local/... (SSRF guard)
-    "connect",          # refused, unreachable (transient)
-    "tls",              # handshake or certificate failure
-    "timeout",          # connect, idle or total deadline (transient)
-    "reset",            # connection reset or closed early, mid-headers or mid-body (transient)
-    "protocol",         # not a valid HTTP response
-    "robots",           # robots.txt disallows (or its server failed: RFC 9309 says disallow; transient then)
-    "crawl_delay",      # the host's Crawl-delay exceeds --max-crawl-delay
-    "redirects",        # more than MAX_REDIRECTS hops, a loop, or a redirect without a usable Location
-    "http_4xx",         # 4xx status (transient for 408 and 429)
-    "http_5xx",         # 5xx status (transient for 500, 502, 503, 504)
-    "http_other",       # 1xx/3xx without a redirect, or a status outside 100-599
-    "too_large",        # Content-Length or decoded body above --max-bytes
-    "content_type",     # not HTML (or text/plain when allowed), by header or by sniffing
-    "decode",           # a broken or unsupported Content-Encoding
-    "internal",         # a bug in the fetcher; the detail has the exception
-)
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
@@ -89,7 +68,7 @@ _HTML_START = (b"<!doctype html", b"<html", b"<head", b"<body", b"<script", b"<t
 class FetchError(Exception):
     def __init__(self, error: str, detail: str = "", transient: bool = False, status: int | None = None,
                  retry_after: float | None = None, ip: str | None = None):
-        assert error in ERRORS, error
+        assert error in LOG_ERRORS, error
         super().__init__(f"{error}: {detail}")
         self.error, self.detail, self.transient, self.status = error, detail, transient, status
         self.retry_after = retry_after  # seconds the server asked us to wait (Retry-After), if it did
@@ -182,7 +161,10 @@ def parse_resolve_overrides(specs: Iterable[str]) -> tuple[tuple[str, str], ...]
         host, sep, ip = spec.partition("=")
         if not sep or not host or not ip:
             raise ValueError(f"--resolve expects HOST=IP, got {spec!r}")
-        ipaddress.ip_address(ip)
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError as e:
+            raise ValueError(f"--resolve {spec!r}: {e}") from None
         out.append((host.lower(), ip))
     return tuple(out)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import bz2
 import lzma
 import zlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import zstandard
 
@@ -26,8 +26,6 @@ from webtext.runtime import fs
 
 CHUNK_BYTES = 1 << 16          # bytes read at a time: larger chunks decompress into slower, page-faulting buffers
 ZSTD_MAX_WINDOW = 2 ** 31      # pushshift and Arctic Shift dumps are made with `zstd --long=31`
-
-COMPRESSIONS = (".zst", ".zstd", ".xz", ".bz2", ".gz")
 
 
 class DumpReadError(IOError):

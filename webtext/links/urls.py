@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 import tldextract

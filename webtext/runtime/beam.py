@@ -20,7 +20,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms.window import GlobalWindows
 
 from webtext.runtime import datasets, fs
-from webtext.runtime.pool import TaskPool
+from webtext.runtime.processes import TaskPool
 
 RUNNERS = {"direct": "DirectRunner", "dataflow": "DataflowRunner", "prism": "PrismRunner"}
 
@@ -51,7 +51,7 @@ def is_direct(args: argparse.Namespace) -> bool:
 
 
 def local_processes(args: argparse.Namespace) -> int:
-    """Processes a stage that fans out its heavy step itself (`pool.TaskPool`) gives that step: `--workers`
+    """Processes a stage that fans out its heavy step itself (`processes.TaskPool`) gives that step: `--workers`
     on this machine; one on a remote runner, which already runs one SDK process per core."""
     return local_workers(args.workers) if is_direct(args) else 1
 
@@ -126,11 +126,17 @@ _WHEEL: str | None = None
 
 
 class _PoolMap(beam.DoFn):
-    def __init__(self, fn, processes: int, args: tuple, prepare):
-        self.fn, self.processes, self.args, self.prepare = fn, processes, args, prepare
+    """The DoFn of `PoolMap`. Its pool lives as long as the DoFn instance: made in `setup`, its children
+    kept from bundle to bundle, closed in `teardown`, which Beam's in-memory DirectRunner calls for every
+    DoFn when the pipeline ends, failed or not, so no child outlives the pipeline. A bundle drains its
+    tasks in `finish_bundle`, so between bundles the children are idle."""
+
+    def __init__(self, fn, processes: int, args: tuple, prepare, warm_up):
+        self.fn, self.processes, self.args, self.prepare, self.warm_up = fn, processes, args, prepare, warm_up
+        self.pool = None
 
     def setup(self):
-        self.pool = TaskPool(self.processes)
+        self.pool = TaskPool(self.processes, self.warm_up)
         self.side_args = None
 
     def start_bundle(self):
@@ -143,27 +149,31 @@ class _PoolMap(beam.DoFn):
         yield from self.pool.submit(self.fn, task, *self.args, *self.side_args)
 
     def finish_bundle(self):
-        results = self.pool.drain()
-        self.pool.close()
-        for result in results:
+        for result in self.pool.drain():
             yield GlobalWindows.windowed_value(result)
 
     def teardown(self):
-        self.pool.close()
+        if self.pool is not None:
+            self.pool.close()
 
 
 class PoolMap(beam.PTransform):
     """task -> fn(task, *args, *side) over a `TaskPool` of `processes`: a Map whose calls run in parallel
-    local processes (a bundle of one task runs inline). Side inputs (Beam's AsDict, AsList, ...) follow `args`; `prepare(*side_values)`, when
-    given, turns them into the one argument `fn` receives instead (e.g. a list into a frozenset). Batch
-    pipelines only (results finished at the end of a bundle go out in the global window)."""
+    local processes (a bundle of one task runs inline). Side inputs (Beam's AsDict, AsList, ...) follow
+    `args`; `prepare(*side_values)`, when given, turns them into the one argument `fn` receives instead (e.g.
+    a list into a frozenset). `warm_up()`, when given, runs in each process as it starts, which is then when
+    the DoFn is set up rather than at the second task. Batch pipelines only (results finished at the end of
+    a bundle go out in the global window)."""
 
-    def __init__(self, fn: Callable[..., Any], processes: int, *args, side: tuple = (), prepare=None):
+    def __init__(self, fn: Callable[..., Any], processes: int, *args, side: tuple = (), prepare=None,
+                 warm_up: Callable[[], Any] | None = None):
         super().__init__()
         self.fn, self.processes, self.args, self.side, self.prepare = fn, processes, args, side, prepare
+        self.warm_up = warm_up
 
     def expand(self, tasks):
-        return tasks | beam.ParDo(_PoolMap(self.fn, self.processes, self.args, self.prepare), *self.side)
+        return tasks | beam.ParDo(_PoolMap(self.fn, self.processes, self.args, self.prepare, self.warm_up),
+                                  *self.side)
 
 
 @beam.typehints.with_output_types(typing.Any)  # main and tagged outputs mixed

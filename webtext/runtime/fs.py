@@ -2,8 +2,8 @@
 
 Remote paths go through Beam's FileSystems. Local paths go straight to the operating system, as Beam's own
 LocalFileSystem does (it is a thin layer over `os` and `io.open`), but without importing Beam: the local
-processes of a stage (`pool.TaskPool`) write WARC files and Parquet parts through this module and start in
-~0.3 s instead of the ~0.85 s that importing Beam costs each of them.
+processes of a stage (`processes.TaskPool`) write WARC files and Parquet parts through this module and start
+in ~0.3 s instead of the ~0.85 s that importing Beam costs each of them.
 
 Patterns mean what Beam's match makes of them, on every file system, so a pattern means the same on a laptop
 and on gs:// and the links stage's fingerprint (`build.input_identity`, Beam's match) covers exactly the files

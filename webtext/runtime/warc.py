@@ -8,19 +8,23 @@ convention Common Crawl uses.
 
 Reading: `iter_responses` walks any WARC file (ours, Common Crawl's, ClueWeb's, plain or gzip) and yields
 its HTTP responses; a damaged or clipped file ends with one `WarcReadError` naming the file and offset,
-after every good record before the damage has been yielded.
+after every good record before the damage has been yielded. Seeing that damage reads warcio internals
+(`check_warcio` fails loudly where they moved; pyproject bounds warcio to the versions checked).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import base64
+import dataclasses
+import functools
 import hashlib
 import io
-from typing import IO, Iterator
+from collections.abc import Iterator
+from typing import IO
 
 from isal import isal_zlib
 from warcio.archiveiterator import ArchiveIterator
+from warcio.limitreader import LimitReader
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
@@ -166,6 +170,26 @@ class _CheckedIterator(ArchiveIterator):
         super().close()
 
 
+@functools.cache
+def check_warcio() -> None:
+    """Raise RuntimeError, naming the warcio version, if warcio lacks an internal that `iter_responses` reads to
+    see damage warcio itself lets pass: the iterator's `reader.decompressor` and `offset` (`_CheckedIterator`:
+    a file clipped inside its last gzip member) and a record stream's `LimitReader.limit` (`_check_complete`:
+    a record cut short). Without them a clipped file would be read as whole, silently. Checked once, on the
+    first `iter_responses`."""
+    from importlib.metadata import version
+
+    it = _CheckedIterator(io.BytesIO(b""))
+    found = {"ArchiveIterator.reader.decompressor": hasattr(getattr(it, "reader", None), "decompressor"),
+             "ArchiveIterator.offset": isinstance(getattr(it, "offset", None), int),
+             "LimitReader.limit": isinstance(getattr(LimitReader(io.BytesIO(), 0), "limit", None), int)}
+    missing = [name for name, ok in found.items() if not ok]
+    if missing:
+        raise RuntimeError(f"warcio {version('warcio')} has no {', '.join(missing)}: webtext.runtime.warc reads "
+                           "these to find damaged WARC files; update it to this warcio, or install the warcio "
+                           "pyproject.toml allows")
+
+
 def iter_responses(stream: IO[bytes], path: str, max_body: int | None = None,
                    skipped: dict | None = None) -> Iterator[WarcResponse]:
     """HTTP responses of one WARC stream, in file order. Other record types (request, metadata, warcinfo,
@@ -173,6 +197,7 @@ def iter_responses(stream: IO[bytes], path: str, max_body: int | None = None,
     Raises `WarcReadError` at the first damaged record, after yielding every record before it: a record
     shorter than its Content-Length (a clipped file) is damaged and not yielded, and so is a stream whose
     last gzip member never reached its end."""
+    check_warcio()
     it = _CheckedIterator(stream, arc2warc=True)
     offset = None
     try:

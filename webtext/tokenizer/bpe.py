@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Iterator
 
 import numpy as np
 import orjson
@@ -36,9 +36,8 @@ TRAIN_BATCH_DOCS = 1000       # documents handed to the trainer at a time (bound
 SAMPLE_SEED = 0               # seed of the deterministic document sample behind --sample-bytes
 # Pre-tokens ("words") whose BPE result the encoder keeps. `tokenizers` keeps 10,000 by default and stops
 # adding once full, so on web text every word past the first 10,000 distinct ones is merged again each time
-# it occurs. 2^16 words (~30 MB per process) hold most occurrences of web text's words; the ids do not change
-# (a cache), only the time: 1.07x on one pass over the 922 eval pages' unique text (median of 6 paired
-# runs; 2^18 words: 1.09x for ~4x the memory), more on a corpus whose words recur.
+# it occurs. 2^16 words hold most occurrences of web text's words; the ids do not change (a cache), only the
+# time (docs/performance.md).
 ENCODE_CACHE_WORDS = 1 << 16
 _BPE_OPTIONS = ("unk_token", "continuing_subword_prefix", "end_of_word_suffix", "fuse_unk", "byte_fallback",
                 "ignore_merges")
@@ -111,7 +110,11 @@ def load(path: str) -> Tokenizer:
     if not path.endswith(".json"):
         path = fs.join(path, TOKENIZER_FILE)
     with fs.open_read(path) as f:
-        return Tokenizer.from_str(f.read().decode("utf-8"))
+        text = f.read().decode("utf-8")
+    try:
+        return Tokenizer.from_str(text)
+    except Exception as e:  # noqa: BLE001 - `tokenizers` raises a bare Exception for a file it cannot read
+        raise ValueError(f"{path}: not a tokenizer.json: {e}") from None
 
 
 def canonical_json(tok: Tokenizer) -> bytes:
@@ -226,12 +229,20 @@ def write(tok: Tokenizer, output_dir: str, meta: dict) -> dict:
     return full
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     vocab_size: int = GPT2_VOCAB_SIZE
     min_frequency: int = MIN_FREQUENCY
     sample_bytes: int = 0          # 0 = every document
     sample_seed: int = SAMPLE_SEED
+
+    def __post_init__(self):
+        if self.vocab_size < 257:
+            raise ValueError(f"--vocab-size {self.vocab_size} < 257: the 256 bytes and {EOT_TOKEN} need ids")
+        if self.min_frequency < 0:
+            raise ValueError(f"--min-frequency must be at least 0, not {self.min_frequency}")
+        if self.sample_bytes < 0:
+            raise ValueError(f"--sample-bytes must be at least 0 (0 = every document), not {self.sample_bytes}")
 
     def as_dict(self) -> dict:
         return asdict(self)

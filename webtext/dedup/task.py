@@ -1,6 +1,6 @@
 """The dedup stage's work on one row group of its input documents: sketching (exact keys and LSH band
 keys), verification payloads, and the rows kept. Plain functions that run in the stage's local processes
-(`pool.TaskPool`, see `webtext.dedup.pipeline` for the stage): this module imports no Beam, so such a
+(`processes.TaskPool`, see `webtext.dedup.pipeline` for the stage): this module imports no Beam, so such a
 process starts with numpy, pyarrow and `minhash` only, and never imports datasketch either (the hasher and
 the LSH setting come made).
 """
@@ -14,11 +14,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from webtext.runtime import datasets
 from webtext.dedup import minhash
+from webtext.dedup.schema import STAGE
+from webtext.runtime import datasets, progress
 from webtext.runtime.errors import error_row
 
-STAGE = "dedup"
 SKETCH_COLUMNS = ["doc_id", "text", "score"]
 
 
@@ -48,8 +48,8 @@ def _input_errors(table: pa.Table) -> list[dict]:
     return errors
 
 
-def warm_up(_task) -> None:
-    """What every local process needs before its first row group (see `pool.prestart`)."""
+def warm_up() -> None:
+    """What every local process needs before its first row group (`PoolMap(..., warm_up=warm_up)`)."""
     minhash.normalize("warm up")
 
 
@@ -83,6 +83,9 @@ def sketch_row_group(task, ngram: int, hasher: minhash.MinHasher, lsh: tuple[int
             for i, k in zip(with_sig, minhash.band_keys(sigs, bands, rows)):
                 band_keys[i] = k.tobytes()
     counts["documents_in"] += len(doc_ids)
+    if signatures:  # the progress bar counts the first read; a later clustering pass reads the input again
+        progress.tick(STAGE, table.num_rows)
+        progress.flush()  # now: a local process may get no further task to report it with
     return [(doc_ids, scores, keys, band_keys)], errors, dict(counts)
 
 

@@ -1,50 +1,22 @@
-"""The links stage's rules and its work on one dump file, free of Beam: `links_of_file` runs in the stage's
-local processes (`pool.TaskPool`), which then never import Beam, and `check_submission` and `merge_link` are
-the pure functions the stage's transforms (webtext.links.pipeline) are built on.
+"""The links stage's rules: which submissions are kept (`check_submission`) and how the kept submissions of
+one normalised URL become its row of the link table (`merge_link`). Pure functions of a parsed submission
+and the `LinkRules`; the stage's local processes (task.py) and its Beam transforms (pipeline.py) call them.
 """
 
 from __future__ import annotations
 
+import argparse
 import calendar
-import collections
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable, Iterator
 
-import orjson
-import pyarrow as pa
-
-from webtext.runtime import progress, stats
 from webtext.links import urls
-from webtext.links.dumps import DumpReadError, iter_lines
-from webtext.runtime.errors import error_row
-
-STAGE = "links"
-LINKS = "links"
+from webtext.runtime import fs, stats
 
 MIN_KARMA = 3                    # GPT-2: "at least 3 karma"
 KARMA_RULES = ("per-submission", "sum")
 BEFORE = "2018-01-01"            # WebText "does not include links created after Dec 2017"
-PROGRESS_LINES = 1 << 16
-
-
-
-LINKS_SCHEMA = pa.schema([
-    pa.field("url", pa.string(), nullable=False),
-    pa.field("key", pa.string(), nullable=False),
-    pa.field("host", pa.string(), nullable=False),
-    pa.field("score", pa.int64(), nullable=False),
-    pa.field("num_submissions", pa.int64(), nullable=False),
-    pa.field("subreddits", pa.list_(pa.string()), nullable=False),
-    pa.field("first_created_utc", pa.int64(), nullable=False),
-    pa.field("submission_ids", pa.list_(pa.string()), nullable=False),
-])
-
-# Drop reasons in the order the rules are applied: each submission is counted under the first rule it fails.
-DROP_REASONS = ("low_karma", "self_post", "date", "subreddit", "nsfw", "scheme", "extension", "wikipedia",
-                "domain")
-# Error reasons (the `reason` column of the errors dataset).
-ERROR_REASONS = ("bad_json", "not_object", "missing_field", "bad_type", "bad_url", "damaged_file")
 
 
 @dataclass(frozen=True)
@@ -64,7 +36,7 @@ class LinkRules:
 
     def __post_init__(self):
         if self.karma not in KARMA_RULES:
-            raise ValueError(f"karma rule must be one of {KARMA_RULES}, not {self.karma!r}")
+            raise ValueError(f"--karma must be one of {', '.join(KARMA_RULES)}, not {self.karma!r}")
 
     def config(self) -> dict:
         out = asdict(self)
@@ -74,12 +46,28 @@ class LinkRules:
         return out
 
 
+def _read_list(path: str | None) -> list[str]:
+    return fs.read_bytes(path).decode("utf-8").splitlines() if path else []
+
+
+def rules_from_args(args: argparse.Namespace) -> LinkRules:
+    """The rules that the flags of `webtext links` ask for (reads the --exclude-* files)."""
+    return LinkRules(
+        min_karma=args.min_karma, karma=args.karma, drop_self_posts=not args.keep_self_posts,
+        schemes=frozenset(s.strip().lower() for s in args.schemes.split(",") if s.strip()),
+        drop_wikipedia=not args.keep_wikipedia, before=args.before, after=args.after,
+        exclude_domains=urls.read_domain_list(_read_list(args.exclude_domains)),
+        exclude_subreddits=frozenset(s.strip().lower().removeprefix("r/") for s in _read_list(args.exclude_subreddits)
+                                     if s.strip() and not s.lstrip().startswith("#")),
+        drop_nsfw=args.drop_nsfw, blocked_extensions=args.blocked_extensions)
+
+
 # What one kept submission contributes to its link: (score, created_utc, id, subreddit, url).
 Submission = tuple
 
 
 class Rejected(Exception):
-    """A line that cannot be used: `reason` from ERROR_REASONS, `detail` one line for a human."""
+    """A line that cannot be used: `reason` from schema.ERROR_REASONS, `detail` one line for a human."""
 
     def __init__(self, reason: str, detail: str):
         super().__init__(detail)
@@ -139,7 +127,7 @@ def check_submission(obj, rules: LinkRules) -> tuple[str, str | None, Submission
     if urls.scheme_of(url) not in rules.schemes:
         return "drop", "scheme", None
     if rules.blocked_extensions and urls.blocked_extension(urls.path_of(url), rules.blocked_extensions):
-        return "drop", "extension", None  # before parse_url, which costs ~100x more
+        return "drop", "extension", None  # before parse_url, which costs far more
     try:
         parsed = urls.parse_url(url)
     except urls.UrlError as e:
@@ -149,61 +137,6 @@ def check_submission(obj, rules: LinkRules) -> tuple[str, str | None, Submission
     if urls.host_in(parsed.host, rules.exclude_domains):
         return "drop", "domain", None
     return "keep", parsed.key, (score, created, sid, subreddit, url.strip())
-
-
-def file_links(path: str, rules: LinkRules, count: stats.Count,
-               loads: Callable[[bytes], object] = orjson.loads,
-               tick: Callable[[int], None] | None = None) -> Iterator[tuple[bool, object]]:
-    """Every line of one dump through the rules: yields (True, (key, submission)) for each kept submission
-    and (False, error row) for each line that cannot be used, and a last error row if the file is damaged.
-    Counts are kept locally and reported through `count` once, at the end of the file; `tick(n)` (progress)
-    hears of every PROGRESS_LINES lines, and of the rest at the end."""
-    c: collections.Counter = collections.Counter()
-    low = rules.min_karma if rules.karma == "per-submission" else None
-    n_low = lineno = 0
-    try:
-        for lineno, line in enumerate(iter_lines(path), 1):
-            if tick is not None and not lineno % PROGRESS_LINES:
-                tick(PROGRESS_LINES)
-            try:
-                obj = loads(line)
-            except ValueError as e:  # orjson.JSONDecodeError, json.JSONDecodeError, UnicodeDecodeError
-                if not line or line.isspace():
-                    c["blank_lines"] += 1
-                    continue
-                c["error_bad_json"] += 1
-                yield False, error_row(STAGE, path, lineno, "bad_json", str(e), line)
-                continue
-            # The commonest outcome (~90% of lines), decided inline exactly as check_submission decides it:
-            # a well-formed submission below the karma threshold.
-            if (low is not None and type(obj) is dict and type(score := obj.get("score")) is int and score < low
-                    and type(obj.get("url")) is str and type(sid := obj.get("id")) is str and sid
-                    and type(obj.get("created_utc")) is int):
-                n_low += 1
-                continue
-            try:
-                status, key, sub = check_submission(obj, rules)
-            except Rejected as e:
-                c["error_" + e.reason] += 1
-                yield False, error_row(STAGE, path, lineno, e.reason, e.detail, line)
-                continue
-            if status == "keep":
-                c["kept_submissions"] += 1
-                yield True, (key, sub)
-            else:
-                c["drop_" + key] += 1
-    except DumpReadError as e:
-        c["error_damaged_file"] += 1
-        yield False, error_row(STAGE, path, e.lines + 1, "damaged_file", str(e))
-    finally:
-        if tick is not None and lineno % PROGRESS_LINES:
-            tick(lineno % PROGRESS_LINES)  # the lines since the last tick: the total is every line read
-        c["drop_low_karma"] += n_low
-        c["lines_read"] += lineno
-        c["files_read"] += 1
-        for name, n in c.items():
-            if n:
-                count(name, n)
 
 
 def merge_link(key: str, submissions: Iterable[Submission], rules: LinkRules,
@@ -236,19 +169,3 @@ def merge_link(key: str, submissions: Iterable[Submission], rules: LinkRules,
         "first_created_utc": min(s[1] for s in subs),
         "submission_ids": sorted(by_id),
     }
-
-
-# ---------------------------------------------------------------------------------------------- Beam layer
-
-def _tick(n: int) -> None:
-    progress.tick(STAGE, n)
-
-
-def links_of_file(path: str, rules: LinkRules) -> tuple[list, list, dict]:
-    """(kept (key, submission) pairs, error rows, counts) of one dump: what a local process returns for it."""
-    counts, count = stats.dict_counter()
-    kept, errors = [], []
-    for ok, item in file_links(path, rules, count, tick=_tick):
-        (kept if ok else errors).append(item)
-    progress.flush()
-    return kept, errors, dict(counts)

@@ -1,0 +1,533 @@
+"""Prove that a change (a refactor, a file move) changed no output byte: run the same builds with the code of
+two revisions and compare every file every stage writes (issue 17, "Must show").
+
+    .venv/bin/python bench/same_outputs.py --before 401abc3 --after 9eb4416
+    .venv/bin/python bench/same_outputs.py --before HEAD                 # HEAD vs the working tree (default)
+    .venv/bin/python bench/same_outputs.py --before HEAD --after HEAD    # the check of the check: must pass
+
+How. Each side is a directory of code: a revision is checked out with `git worktree add --detach` under a
+scratch directory (removed at the end); `--after` may also name a directory (default: this working tree,
+uncommitted edits included). Every run of a side is a fresh `python -m webtext.cli ...` process with that
+tree first on PYTHONPATH (the editable install of the venv comes after it; each side's `webtext.__file__` is
+printed and checked), so the two sides never share an import, and only the command line is used, which both
+old and new layouts have. The sides run one after the other with identical inputs, and each writes to the
+SAME absolute output path (moved away once the run ends), so paths inside outputs match too.
+
+Two scenarios:
+  e2e   the real pages of ../shared/data/web/trafilatura-eval served on 127.0.0.1 by the after side's
+        tests/support_webserver.py (`LoopbackWeb`, in a process of its own, started once: both sides fetch the
+        same bytes from the same port), a dump of --pages pages on 50 hosts plus --duplicates second URLs,
+        and `webtext build --job FILE` with bench/e2e.py's job (--workers 2).
+  demo  `webtext demo --train-seconds 1`: it makes its sample web and dump, serves the web on its fixed port
+        (8765, when free: the script checks that both sides used the same port) and runs the build; then a
+        short training run, whose directory (run-demo/) is not compared. Everything else under the output
+        root is: the dump the demo writes, every stage's directory, the reports.
+
+What may differ between two runs of the same code, and is normalised (nothing else is):
+  * JSON files (`_stats.json`, `_build.json`, `report.json`, fetch's `_runs/*.json`, any *.json): parsed, and
+    keys that hold a time or duration are dropped at any depth before comparing the rest: VOLATILE_KEYS
+    below (started_at, finished_at, seconds, duration_s, elapsed, wall_s, ... and any key ending in
+    "_seconds", "_s" or "_at").
+  * report.md: numbers on a line that mentions a time ("s" after a number, or a clock) are masked (see
+    `_mask_report_line`); the rest of every line must match.
+  * WARC files (*.warc.gz): read record by record (each record its own gzip member); compared without
+    WARC-Date (fetch time), WARC-Record-ID and WARC-Concurrent-To (random ids), the HTTP response's Date
+    header (the server's clock), and WARC-Block-Digest (a hash over those HTTP headers; instead it is
+    recomputed and must match the block on each side). Every other WARC header, the HTTP status line, every
+    other HTTP header in order, and every payload byte must be equal, as must the number and order of records.
+  * Any other file: compared byte for byte.
+The script prints one line per file: identical / identical after normalising / DIFFERENT (with the first
+differing byte offset, JSON key, WARC record/header or report line), and exits 0 only if nothing differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import collections
+import hashlib
+import importlib.util
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES_DIR = REPO.parent / "shared" / "data" / "web" / "trafilatura-eval"
+PYTHON = sys.executable
+HOSTS = 50  # as bench/e2e.py
+
+# What differs between two runs of the same code (found by comparing HEAD with HEAD); nothing else is normalised.
+JSON_VOLATILE = {"started_at", "duration_s", "seconds"}   # keys dropped at any depth of any JSON file
+WARC_VOLATILE = {"WARC-Date", "WARC-Record-ID", "WARC-Concurrent-To", "WARC-Block-Digest"}  # record headers
+HTTP_VOLATILE = {"Date"}                                   # the response's HTTP header: the server's clock
+FETCH_LOG_VOLATILE = {"elapsed_s", "fetched_at"}           # columns of fetch/log-*.parquet
+ERRORS_DETAIL_OFFSET = re.compile(r"(\.warc\.gz) @ \d+")  # "(FILE.warc.gz @ OFFSET)" in errors-*.parquet detail
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The two sides
+
+class Side:
+    """One side's code: a directory whose `webtext` package the runs import."""
+
+    def __init__(self, label: str, spec: str, scratch: Path):
+        self.label, self.spec, self.worktree = label, spec, None
+        if Path(spec).is_dir() and (Path(spec) / "webtext" / "cli.py").exists():
+            self.tree = Path(spec).resolve()
+            self.what = f"directory {self.tree}"
+        else:
+            sha = git("rev-parse", "--verify", f"{spec}^{{commit}}").strip()
+            self.tree = self.worktree = scratch / f"tree-{label}"
+            git("worktree", "add", "--detach", str(self.tree), sha)
+            self.what = f"{spec} = {sha[:10]} (worktree {self.tree})"
+        self.env = dict(os.environ, PYTHONPATH=str(self.tree))
+
+    def check_import(self, cwd: Path) -> None:
+        """The package a run of this side imports must be this tree's, and have webtext.cli.main."""
+        out = subprocess.run([PYTHON, "-c", "import webtext, webtext.cli as c; assert callable(c.main); "
+                              "print(webtext.__file__)"], cwd=cwd, env=self.env, capture_output=True, text=True)
+        if out.returncode:
+            raise SystemExit(f"{self.label}: cannot import webtext.cli.main from {self.tree}:\n{out.stderr}")
+        where = Path(out.stdout.strip()).resolve()
+        print(f"{self.label:6}: {self.what}\n        webtext.__file__ = {where}")
+        if where != self.tree / "webtext" / "__init__.py":
+            raise SystemExit(f"{self.label}: a run imports {where}, not {self.tree}/webtext")
+
+    def webtext(self, argv: list[str], cwd: Path, log: Path) -> float:
+        """`webtext ARGV` with this side's code, in a new process; its output goes to `log`. The seconds."""
+        start = time.perf_counter()
+        with open(log, "wb") as out:
+            status = subprocess.run([PYTHON, "-m", "webtext.cli", *argv], cwd=cwd, env=self.env, stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+        if status:
+            raise SystemExit(f"{self.label}: `webtext {' '.join(argv)}` failed ({status}):\n"
+                             f"{log.read_text(errors='replace')[-3000:]}")
+        return time.perf_counter() - start
+
+    def remove(self) -> None:
+        if self.worktree is not None:
+            git("worktree", "remove", "--force", str(self.worktree))
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(REPO), *args], check=True, capture_output=True, text=True).stdout
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Scenario 1: the e2e web (as bench/e2e.py, run as `webtext build --job FILE`)
+
+def _load_webserver(tree: Path):
+    """tests/support_webserver.py of `tree`, serving the pages of this checkout's ../shared (a worktree in
+    the scratch directory has no ../shared of its own)."""
+    if "support_webserver" in sys.modules:
+        return sys.modules["support_webserver"]
+    spec = importlib.util.spec_from_file_location("support_webserver", tree / "tests" / "support_webserver.py")
+    module = sys.modules["support_webserver"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.PAGES_DIR = PAGES_DIR
+    return module
+
+
+def _serve(tree: Path, pages: int, conn) -> None:
+    web = _load_webserver(tree).LoopbackWeb(pages=pages, bombs=False).warm().start()
+    conn.send(web.port)
+    conn.recv()  # until both sides are done
+    web.close()
+
+
+def write_dump(path: Path, urls: list[str]) -> None:
+    """bench/e2e.py's dump: one submission per URL, as a .zst with a 2^31 window like the published ones."""
+    import orjson
+    import zstandard
+
+    lines = [orjson.dumps({"id": f"b{i:06x}", "url": u, "score": 5, "is_self": False, "over_18": False,
+                           "subreddit": "bench", "created_utc": 1_420_070_400 + i, "title": "t"})
+             for i, u in enumerate(urls)]
+    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=31)
+    path.write_bytes(zstandard.ZstdCompressor(compression_params=params).compress(b"\n".join(lines) + b"\n"))
+
+
+def job_toml(root: Path, dump: Path, address: str, workers: int) -> str:
+    """bench/e2e.py's job (job_for), as a job file."""
+    job = {
+        "job": {"output": str(root), "runner": "direct", "workers": workers},
+        "links": {"input": [str(dump)], "before": "none"},
+        "fetch": {"allow_network": [f"{address}/32"], "resolve": [f"*.test={address}"], "host_delay": 0,
+                  "timeout": 10, "retries": 0},
+        "extract": {},
+        "dedup": {},
+        "tokenizer": {"vocab_size": 4096},
+        "encode": {"val_fraction": 0.01},
+    }
+    value = lambda v: json.dumps(v) if isinstance(v, (str, list)) else str(v)  # noqa: E731
+    return "".join(f"[{t}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in f.items()) + "\n" for t, f in job.items())
+
+
+def run_e2e(sides: list[Side], scratch: Path, args) -> dict[str, Path]:
+    after_tree = sides[-1].tree
+    module = _load_webserver(after_tree)
+    n = args.pages or len(module.page_files())
+    conn, child_conn = multiprocessing.Pipe()
+    server = multiprocessing.get_context("fork").Process(target=_serve, args=(after_tree, n, child_conn),
+                                                         daemon=True)
+    server.start()
+    try:
+        web = module.LoopbackWeb(pages=n, bombs=False)
+        web.port = conn.recv()
+        urls = [web.url(f"host{i % HOSTS}.test", web.page_path(i)) for i in range(n)]
+        urls += [web.url(f"host{(i + 1) % HOSTS}.test", web.page_path(i)) for i in range(args.duplicates)]
+        inputs = scratch / "e2e-inputs"
+        inputs.mkdir()
+        write_dump(inputs / "RS_bench.zst", urls)
+        root = scratch / "e2e-out"  # the same path for both sides
+        (inputs / "job.toml").write_text(job_toml(root, inputs / "RS_bench.zst", web.address, args.workers))
+        print(f"\n== e2e: {len(urls)} URLs ({n} real pages + {args.duplicates} duplicates) at "
+              f"{web.address}:{web.port}, --workers {args.workers}")
+        outputs = {}
+        for side in sides:
+            seconds = side.webtext(["build", "--job", str(inputs / "job.toml")], inputs,
+                                   scratch / f"e2e-{side.label}.log")
+            outputs[side.label] = scratch / f"e2e-{side.label}"
+            root.rename(outputs[side.label])
+            print(f"   {side.label}: webtext build {seconds:.1f} s")
+    finally:
+        conn.send("stop")
+        server.join(10)
+    return outputs
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Scenario 2: `webtext demo`'s sample
+
+DEMO_PORT = 8765  # webtext demo's DEMO_PORT, in both layouts; taken only when free
+DEMO_DUMP = "RS_2015-01.zst"  # the dump it writes under OUTPUT/dumps/
+
+
+def _wait_for_port(port: int, timeout: float) -> float | None:
+    """Wait until 127.0.0.1:`port` can be bound as the demo's probe binds it (without SO_REUSEADDR, so the
+    connections of a demo that just ended, in TIME_WAIT for up to a minute, keep it taken): the seconds
+    waited, None if it stayed taken."""
+    start = time.monotonic()
+    while True:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return time.monotonic() - start
+            except OSError:
+                if time.monotonic() - start > timeout:
+                    return None
+        time.sleep(1)
+
+
+def run_demo(sides: list[Side], scratch: Path, args) -> dict[str, Path]:
+    root = scratch / "demo-out"
+    print(f"\n== demo: webtext demo --seed {args.seed} --train-seconds {args.train_seconds:g}")
+    outputs, ports = {}, {}
+    for side in sides:
+        waited = _wait_for_port(DEMO_PORT, timeout=150)
+        if waited is None:
+            raise SystemExit(f"port {DEMO_PORT} stays taken (another demo?): the demo would pick a random port, "
+                             "and every URL in its outputs would differ. Try again later.")
+        if waited >= 1:
+            print(f"   (waited {waited:.0f} s for port {DEMO_PORT} to be free)")
+        if outputs:  # the dump as the first side's demo wrote it: same bytes, same mtime (see the docstring)
+            (root / "dumps").mkdir(parents=True)
+            first_dump = next(iter(outputs.values())) / "dumps" / DEMO_DUMP
+            shutil.copy2(first_dump, root / "dumps" / DEMO_DUMP)
+        log = scratch / f"demo-{side.label}.log"
+        jobs = side.tree / "jobs"  # named, not left to the default: 9eb4416's demo looks under webtext/jobs/
+        seconds = side.webtext(["demo", "--output", str(root), "--seed", str(args.seed),
+                                "--job", str(jobs / "sample-local.toml"), "--train-config",
+                                str(jobs / "train-demo.toml"), "--train-seconds", str(args.train_seconds)],
+                               scratch, log)
+        found = re.search(r"at 127\.0\.0\.1:(\d+)", log.read_text(errors="replace"))
+        ports[side.label] = int(found.group(1)) if found else None
+        outputs[side.label] = scratch / f"demo-{side.label}"
+        root.rename(outputs[side.label])
+        shutil.rmtree(outputs[side.label] / "run-demo", ignore_errors=True)  # the training run: not compared
+        print(f"   {side.label}: webtext demo {seconds:.1f} s (sample web on port {ports[side.label]})")
+    if len(set(ports.values())) != 1 or None in ports.values():
+        raise SystemExit(f"the demo's sample web ran on different ports {ports}: outputs not comparable")
+    return outputs
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Comparison
+
+def _first_byte(a: bytes, b: bytes) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+def _first_json_difference(a, b, path: str = "$") -> str | None:
+    if type(a) is not type(b):
+        return f"{path}: {a!r:.60} vs {b!r:.60}"
+    if isinstance(a, dict):
+        if list(a) != list(b):
+            return f"{path}: keys {list(a)} vs {list(b)}"
+        return next((d for k in a if (d := _first_json_difference(a[k], b[k], f"{path}.{k}"))), None)
+    if isinstance(a, list):
+        if len(a) != len(b):
+            return f"{path}: {len(a)} vs {len(b)} items"
+        return next((d for i, (x, y) in enumerate(zip(a, b, strict=True))
+                     if (d := _first_json_difference(x, y, f"{path}[{i}]"))), None)
+    return None if a == b else f"{path}: {a!r:.60} vs {b!r:.60}"
+
+
+def _without_keys(value, dropped: set[str]):
+    if isinstance(value, dict):
+        dropped.update(k for k in value if k in JSON_VOLATILE)
+        return {k: _without_keys(v, dropped) for k, v in value.items() if k not in JSON_VOLATILE}
+    if isinstance(value, list):
+        return [_without_keys(v, dropped) for v in value]
+    return value
+
+
+def compare_json(a: Path, b: Path) -> tuple[str | None, str]:
+    dropped: set[str] = set()
+    x, y = (_without_keys(json.loads(p.read_bytes()), dropped) for p in (a, b))
+    return _first_json_difference(x, y), "without " + ", ".join(sorted(dropped))
+
+
+def _mask_durations(text: str) -> list[str]:
+    """report.md's lines, the seconds column of its "## Durations" table masked."""
+    lines, section = [], None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            section = line.strip()
+        elif section == "## Durations" and line.startswith("|"):
+            cells = line.split("|")
+            if len(cells) > 3 and re.fullmatch(r" *[\d.]+ *", cells[2]):
+                cells[2] = " # "
+                line = "|".join(cells)
+        lines.append(line)
+    return lines
+
+
+def compare_report_md(a: Path, b: Path) -> tuple[str | None, str]:
+    la, lb = (_mask_durations(p.read_text()) for p in (a, b))
+    for i, (x, y) in enumerate(zip(la, lb, strict=False)):
+        if x != y:
+            return f"line {i + 1}: {x!r:.70} vs {y!r:.70}", ""
+    return (f"{len(la)} vs {len(lb)} lines" if len(la) != len(lb) else None), "the Durations table's seconds masked"
+
+
+# -- WARC ---------------------------------------------------------------------------------------------------
+
+def _warc_records(data: bytes) -> list[tuple[list[tuple[str, str]], bytes]]:
+    """(WARC headers, block) of every record of a .warc.gz (one or more gzip members)."""
+    raw, rest = [], data
+    while rest:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        raw.append(d.decompress(rest))
+        rest = d.unused_data
+    raw = b"".join(raw)
+    records, pos = [], 0
+    while pos < len(raw):
+        end = raw.index(b"\r\n\r\n", pos)
+        lines = raw[pos:end].decode("utf-8").split("\r\n")
+        headers = [("", lines[0])] + [tuple(p.strip() for p in line.split(":", 1)) for line in lines[1:]]
+        length = int(next(v for k, v in headers if k.lower() == "content-length"))
+        records.append((headers, raw[end + 4:end + 4 + length]))
+        pos = end + 4 + length + 4  # a block is followed by \r\n\r\n
+    return records
+
+
+def _header(headers, name: str) -> str | None:
+    return next((v for k, v in headers if k.lower() == name.lower()), None)
+
+
+def _check_warc(records) -> str | None:
+    """What is wrong inside one side's WARC file: a block digest that does not match its block, or a request
+    whose WARC-Concurrent-To names no response of the file (the fields the comparison leaves out)."""
+    responses = {_header(h, "WARC-Record-ID") for h, _ in records if _header(h, "WARC-Type") == "response"}
+    for i, (headers, block) in enumerate(records):
+        digest = _header(headers, "WARC-Block-Digest")
+        if digest:
+            algo, _, value = digest.partition(":")
+            if base64.b32encode(hashlib.new(algo.replace("-", ""), block).digest()).decode() != value:
+                return f"record {i}: WARC-Block-Digest does not match its block"
+        if _header(headers, "WARC-Type") == "request" and _header(headers, "WARC-Concurrent-To") not in responses:
+            return f"record {i}: a request whose WARC-Concurrent-To names no response"
+    return None
+
+
+def _normalised_record(record) -> tuple:
+    headers, block = record
+    head, sep, body = block.partition(b"\r\n\r\n")
+    if head.startswith(b"HTTP/"):  # the response's HTTP headers, without the server's clock
+        head = b"\r\n".join(line for line in head.split(b"\r\n")
+                            if line.split(b":", 1)[0].strip().decode("latin-1") not in HTTP_VOLATILE)
+    return tuple((k, v) for k, v in headers if k not in WARC_VOLATILE), head + sep + body
+
+
+def compare_warc(a: Path, b: Path) -> tuple[str | None, str]:
+    ra, rb = _warc_records(a.read_bytes()), _warc_records(b.read_bytes())
+    for side, records in (("before", ra), ("after", rb)):
+        if problem := _check_warc(records):
+            return f"{side}: {problem}", ""
+    na, nb = [_normalised_record(r) for r in ra], [_normalised_record(r) for r in rb]
+    how = (f"{len(ra)} records without {', '.join(sorted(WARC_VOLATILE))} and the HTTP "
+           f"{', '.join(sorted(HTTP_VOLATILE))}; block digests and request/response pairs checked")
+    if na == nb:
+        return None, how
+    if sorted(na) == sorted(nb):  # the fetch threads of a group append their exchanges in the order they finish
+        return None, how + "; records in another order"
+    only = collections.Counter(na) - collections.Counter(nb)
+    headers, _ = next(iter(only)) if only else na[0]
+    return (f"{len(ra)} vs {len(rb)} records; first record only in before: {_header(headers, 'WARC-Type')} "
+            f"{_header(headers, 'WARC-Target-URI')}"), ""
+
+
+# -- Parquet ------------------------------------------------------------------------------------------------
+
+def _record_at(stage_dir: Path, warc_file: str, offset: int, length: int) -> tuple[str | None, str | None]:
+    """(target URI, payload digest) of the response record that a fetch log row points at."""
+    with open(stage_dir / warc_file, "rb") as f:
+        f.seek(offset)
+        records = _warc_records(f.read(length))
+    headers = next((h for h, _ in records if _header(h, "WARC-Type") == "response"), [])
+    return _header(headers, "WARC-Target-URI"), _header(headers, "WARC-Payload-Digest")
+
+
+def _parquet_rows(path: Path, rel: str) -> tuple[list[dict], str]:
+    """The rows of a Parquet file, normalised as its kind needs (FETCH_LOG_VOLATILE, the WARC pointers,
+    ERRORS_DETAIL_OFFSET), and what was normalised."""
+    rows = pq.read_table(path).to_pylist()
+    stage, name = rel.split("/")[0], rel.rsplit("/", 1)[-1]
+    if stage == "fetch" and name.startswith("log-"):
+        for row in rows:
+            for key in FETCH_LOG_VOLATILE:
+                row.pop(key)
+            offset, length = row.pop("warc_offset"), row.pop("warc_length")
+            if row["warc_file"] is not None:
+                uri, digest = _record_at(path.parent, row["warc_file"], offset, length)
+                row["(the WARC record it points at)"] = (
+                    "resolves" if (uri, digest) == (row["final_url"], row["payload_digest"]) else
+                    f"points at {uri} {digest} (at {offset}+{length}), not at {row['final_url']}")
+        return rows, (f"without {', '.join(sorted(FETCH_LOG_VOLATILE))}; warc_offset/warc_length replaced by "
+                      "whether they point at the row's final_url and payload_digest in its WARC file")
+    if name.startswith("errors-"):
+        for row in rows:
+            if row.get("detail"):
+                row["detail"] = ERRORS_DETAIL_OFFSET.sub(r"\1 @ #", row["detail"])
+        return rows, "the WARC offsets in `detail` masked"
+    return rows, ""
+
+
+def compare_parquet(a: Path, b: Path, rel: str) -> tuple[str | None, str]:
+    ma, mb = pq.read_metadata(a), pq.read_metadata(b)
+    if not ma.schema.to_arrow_schema().equals(mb.schema.to_arrow_schema(), check_metadata=True):
+        return "schemas differ", ""
+    if (ma.num_rows, ma.num_row_groups) != (mb.num_rows, mb.num_row_groups):
+        return f"rows, row groups {ma.num_rows}, {ma.num_row_groups} vs {mb.num_rows}, {mb.num_row_groups}", ""
+    (xa, how), (xb, _) = _parquet_rows(a, rel), _parquet_rows(b, rel)
+    for i, (p, q) in enumerate(zip(xa, xb, strict=True)):
+        if p != q:
+            key = next(k for k in list(p) + list(q) if p.get(k) != q.get(k))
+            return f"row {i}, column {key}: {p.get(key)!r:.60} vs {q.get(key)!r:.60}", ""
+    return None, how
+
+
+# -- A tree ---------------------------------------------------------------------------------------------------
+
+def compare_file(before: Path, after: Path, rel: str) -> tuple[str, str]:
+    """(verdict, detail) for one file present on both sides."""
+    a, b = before / rel, after / rel
+    if a.read_bytes() == b.read_bytes():
+        return "identical", ""
+    if rel.endswith(".json"):
+        diff, how = compare_json(a, b)
+    elif rel == "report.md":
+        diff, how = compare_report_md(a, b)
+    elif rel.endswith(".warc.gz"):
+        diff, how = compare_warc(a, b)
+    elif rel.endswith(".parquet"):
+        diff, how = compare_parquet(a, b, rel)
+    else:
+        data_a, data_b = a.read_bytes(), b.read_bytes()
+        return "DIFFERENT", (f"first differing byte at {_first_byte(data_a, data_b)} "
+                             f"(sizes {len(data_a)}, {len(data_b)})")
+    return ("DIFFERENT", diff) if diff else ("identical after normalising", how)
+
+
+def compare_trees(before: Path, after: Path) -> int:
+    """Print a line for every file under either root; the number of files that differ."""
+    def files(root: Path) -> set[str]:
+        return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+    fa, fb = files(before), files(after)
+    differ, counts = 0, collections.Counter()
+    width = max(map(len, fa | fb), default=10)
+    for rel in sorted(fa | fb):
+        if rel in fa and rel in fb:
+            verdict, detail = compare_file(before, after, rel)
+        else:
+            verdict, detail = "DIFFERENT", f"only in {'before' if rel in fa else 'after'}"
+        differ += verdict == "DIFFERENT"
+        counts[verdict] += 1
+        print(f"  {rel:<{width}}  {verdict}{': ' + detail if detail else ''}")
+    print(f"  {len(fa | fb)} files: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())))
+    return differ
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--before", required=True, help="a revision")
+    parser.add_argument("--after", default=str(REPO), help="a revision or a directory (default: this tree)")
+    parser.add_argument("--scenarios", default="e2e,demo", help="comma-separated: e2e, demo (default: both)")
+    parser.add_argument("--pages", type=int, default=200, help="real pages of the e2e web (0: all; default 200)")
+    parser.add_argument("--duplicates", type=int, default=20, help="e2e pages also served under a second URL")
+    parser.add_argument("--workers", type=int, default=2, help="the e2e build's --workers")
+    parser.add_argument("--seed", type=int, default=0, help="the demo's --seed")
+    parser.add_argument("--train-seconds", type=float, default=1.0, help="the demo's training run (not compared)")
+    parser.add_argument("--keep", type=Path, help="copy both sides' outputs here instead of deleting them")
+    args = parser.parse_args()
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    if not set(scenarios) <= {"e2e", "demo"}:
+        parser.error("--scenarios takes e2e and/or demo")
+
+    t0 = time.perf_counter()
+    scratch = Path(tempfile.mkdtemp(prefix="same-outputs-"))
+    sides: list[Side] = []
+    differ = 0
+    try:
+        for label, spec in (("before", args.before), ("after", args.after)):
+            sides.append(Side(label, spec, scratch))
+        for side in sides:
+            side.check_import(scratch)
+        outputs = {}
+        if "e2e" in scenarios:
+            outputs["e2e"] = run_e2e(sides, scratch, args)
+        if "demo" in scenarios:
+            outputs["demo"] = run_demo(sides, scratch, args)
+        for name, out in outputs.items():
+            print(f"\n== {name}: {out['before']} vs {out['after']}")
+            differ += compare_trees(out["before"], out["after"])
+        if args.keep:
+            shutil.copytree(scratch, args.keep, ignore=shutil.ignore_patterns("tree-*"), dirs_exist_ok=True)
+    finally:
+        for side in sides:
+            side.remove()
+        shutil.rmtree(scratch, ignore_errors=True)
+        git("worktree", "prune")
+    verdict = "nothing differs" if not differ else f"{differ} files DIFFER"
+    print(f"\n{verdict} ({', '.join(scenarios)}; {time.perf_counter() - t0:.0f} s)")
+    return 1 if differ else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
