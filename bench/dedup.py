@@ -151,18 +151,18 @@ def lsh_setting():
 
 
 def run_webtext(folder: Path, workers: int, verify: str) -> dict:
-    from apache_beam.options.pipeline_options import PipelineOptions
-
+    from webtext import cli
+    from webtext.dedup.schema import CLUSTERS
     from webtext.runtime import datasets
-    from webtext.dedup.pipeline import CLUSTERS, DedupConfig, run_dedup
 
     out = str(folder / f"out-webtext-{workers}-{verify}")
     start = time.perf_counter()
-    # as `webtext dedup --workers N` runs: the runner in memory, the text work in N local processes
-    run_dedup(str(folder / "documents"), out, DedupConfig(verify=verify),
-              lambda _: PipelineOptions(["--direct_num_workers=1", "--direct_running_mode=in_memory"]),
-              quiet=True, processes=workers)
+    # `webtext dedup --workers N`: the runner in memory, the text work in N local processes
+    status = cli.main(["dedup", "--docs", str(folder / "documents"), "--output", out, "--workers", str(workers),
+                       "--verify", verify])
     seconds = time.perf_counter() - start
+    if status:
+        raise RuntimeError(f"webtext dedup exited with {status}")
     clusters = {r["doc_id"]: [r["cluster_id"], r["kept"]] for r in datasets.read_rows(out, CLUSTERS)}
     return {"seconds": seconds, "clusters": clusters}
 

@@ -4,40 +4,57 @@ two revisions and compare every file every stage writes (issue 17, "Must show").
     .venv/bin/python bench/same_outputs.py --before 401abc3 --after 9eb4416
     .venv/bin/python bench/same_outputs.py --before HEAD                 # HEAD vs the working tree (default)
     .venv/bin/python bench/same_outputs.py --before HEAD --after HEAD    # the check of the check: must pass
+    .venv/bin/python bench/same_outputs.py --before HEAD --scenarios e2e --pages 0   # e2e only, every page
 
-How. Each side is a directory of code: a revision is checked out with `git worktree add --detach` under a
-scratch directory (removed at the end); `--after` may also name a directory (default: this working tree,
-uncommitted edits included). Every run of a side is a fresh `python -m webtext.cli ...` process with that
-tree first on PYTHONPATH (the editable install of the venv comes after it; each side's `webtext.__file__` is
-printed and checked), so the two sides never share an import, and only the command line is used, which both
-old and new layouts have. The sides run one after the other with identical inputs, and each writes to the
-SAME absolute output path (moved away once the run ends), so paths inside outputs match too.
+About 2.5 minutes on 2 cores (two e2e builds of 220 URLs, two demos, and up to a minute waiting for the
+demo's port, see below). Exit status 0 only if nothing differs.
+
+How. Each side is a directory of code: a revision is checked out with `git worktree add --detach` in a
+scratch directory (removed at the end, as are all outputs unless --keep); `--after` may also name a
+directory (default: this working tree, uncommitted edits included). Every run of a side is a new
+`python -m webtext.cli ...` process with that tree first on PYTHONPATH (ahead of the venv's editable
+install: each side's `webtext.__file__` is printed and checked), so the sides never share an import, and
+only the command line is used, which old and new layouts both have. The sides run one after the other
+with identical inputs, each writing to the SAME absolute output path (moved aside when the run ends), so
+paths inside the outputs match.
 
 Two scenarios:
-  e2e   the real pages of ../shared/data/web/trafilatura-eval served on 127.0.0.1 by the after side's
-        tests/support_webserver.py (`LoopbackWeb`, in a process of its own, started once: both sides fetch the
-        same bytes from the same port), a dump of --pages pages on 50 hosts plus --duplicates second URLs,
-        and `webtext build --job FILE` with bench/e2e.py's job (--workers 2).
-  demo  `webtext demo --train-seconds 1`: it makes its sample web and dump, serves the web on its fixed port
-        (8765, when free: the script checks that both sides used the same port) and runs the build; then a
-        short training run, whose directory (run-demo/) is not compared. Everything else under the output
-        root is: the dump the demo writes, every stage's directory, the reports.
+  e2e   bench/e2e.py's web and job: the real pages of ../shared/data/web/trafilatura-eval served on
+        127.0.0.1 by the after side's tests/support_webserver.py (`LoopbackWeb`, in a process of its own,
+        started once, so both sides fetch the same bytes from the same port), --pages pages on 50 hosts
+        plus --duplicates second URLs (default 200 + 20, as `bench/e2e.py --quick`), one dump written
+        once, and `webtext build --job FILE` with --workers 2.
+  demo  `webtext demo --seed 0 --train-seconds 1 --job JOBS/sample-local.toml --train-config
+        JOBS/train-demo.toml`, JOBS being the side's own jobs/ (named because 9eb4416's demo looks for its
+        default job under webtext/jobs/). The demo serves its sample web on its fixed port 8765 when that
+        port is free, else on a random one, which would change every URL: before each side the script
+        waits until 8765 can be bound the way the demo probes it (the previous demo's connections linger
+        in TIME_WAIT for up to a minute) and checks that both demos said they used the same port. The
+        dump the demo writes goes into `_build.json` fingerprints with its mtime, so the second side's
+        output root starts with the first side's dump (same bytes, same mtime): the demo rewrites it only
+        if its own would differ, and then the dump and every fingerprint differ. Compared: everything under
+        the output root but the training run (run-demo/).
 
-What may differ between two runs of the same code, and is normalised (nothing else is):
-  * JSON files (`_stats.json`, `_build.json`, `report.json`, fetch's `_runs/*.json`, any *.json): parsed, and
-    keys that hold a time or duration are dropped at any depth before comparing the rest: VOLATILE_KEYS
-    below (started_at, finished_at, seconds, duration_s, elapsed, wall_s, ... and any key ending in
-    "_seconds", "_s" or "_at").
-  * report.md: numbers on a line that mentions a time ("s" after a number, or a clock) are masked (see
-    `_mask_report_line`); the rest of every line must match.
-  * WARC files (*.warc.gz): read record by record (each record its own gzip member); compared without
-    WARC-Date (fetch time), WARC-Record-ID and WARC-Concurrent-To (random ids), the HTTP response's Date
-    header (the server's clock), and WARC-Block-Digest (a hash over those HTTP headers; instead it is
-    recomputed and must match the block on each side). Every other WARC header, the HTTP status line, every
-    other HTTP header in order, and every payload byte must be equal, as must the number and order of records.
-  * Any other file: compared byte for byte.
-The script prints one line per file: identical / identical after normalising / DIFFERENT (with the first
-differing byte offset, JSON key, WARC record/header or report line), and exits 0 only if nothing differs.
+What differs between two runs of the same code, and is normalised (found by running HEAD against HEAD;
+nothing else is):
+  * *.json (_build.json, _stats.json, report.json, fetch/_runs/*.json, manifest.json, tokenizer_meta.json):
+    parsed; the keys JSON_VOLATILE (started_at, duration_s, seconds) dropped at any depth; the rest, key
+    order included, must be equal.
+  * report.md: the seconds column of its "## Durations" table is masked; every other character must match.
+  * fetch/warc/*.warc.gz: records (each its own gzip member) compared without WARC_VOLATILE (WARC-Date:
+    the fetch time; WARC-Record-ID, WARC-Concurrent-To: random ids; WARC-Block-Digest: covers the HTTP
+    Date) and without the response's HTTP `Date` header (the server's clock). Each side's block digests are
+    recomputed and must match their blocks, and each request's WARC-Concurrent-To must name a response of
+    its file. A host group's fetch threads append exchanges in the order they finish, so the records may
+    come in another order (said so); the same records, as a multiset, must be in the same file.
+  * fetch/log-*.parquet: schema (with metadata), row and row-group counts, then row by row every column
+    but FETCH_LOG_VOLATILE (elapsed_s, fetched_at); warc_offset and warc_length (which move with the record
+    order and compressed size) are replaced by whether they point at a response record with the row's
+    final_url and payload_digest in the row's warc_file.
+  * */errors-*.parquet: as above, with the WARC offset in `detail` ("(FILE.warc.gz @ OFFSET)") masked.
+  * Any other file (other Parquet files, the Arrow shards, the dump): byte for byte.
+One line per file: identical / identical after normalising (and what was) / DIFFERENT (the first differing
+byte, JSON key, Parquet row and column, WARC record and header, or report line, or only on one side).
 """
 
 from __future__ import annotations
@@ -274,7 +291,10 @@ def _first_json_difference(a, b, path: str = "$") -> str | None:
         return f"{path}: {a!r:.60} vs {b!r:.60}"
     if isinstance(a, dict):
         if list(a) != list(b):
-            return f"{path}: keys {list(a)} vs {list(b)}"
+            if only := [k for k in a if k not in b] or [k for k in b if k not in a]:
+                return f"{path}.{only[0]}: only in {'before' if only[0] in a else 'after'}"
+            i = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
+            return f"{path}: key {i} is {list(a)[i]!r:.40} vs {list(b)[i]!r:.40} (another key order)"
         return next((d for k in a if (d := _first_json_difference(a[k], b[k], f"{path}.{k}"))), None)
     if isinstance(a, list):
         if len(a) != len(b):
@@ -383,10 +403,20 @@ def compare_warc(a: Path, b: Path) -> tuple[str | None, str]:
         return None, how
     if sorted(na) == sorted(nb):  # the fetch threads of a group append their exchanges in the order they finish
         return None, how + "; records in another order"
-    only = collections.Counter(na) - collections.Counter(nb)
-    headers, _ = next(iter(only)) if only else na[0]
-    return (f"{len(ra)} vs {len(rb)} records; first record only in before: {_header(headers, 'WARC-Type')} "
-            f"{_header(headers, 'WARC-Target-URI')}"), ""
+    only_a = list((collections.Counter(na) - collections.Counter(nb)).elements())
+    only_b = list((collections.Counter(nb) - collections.Counter(na)).elements())
+    if not only_a:
+        return f"{len(ra)} vs {len(rb)} records", ""
+    headers, block = only_a[0]
+    what = f"{_header(headers, 'WARC-Type')} {_header(headers, 'WARC-Target-URI')}"
+    twin = next((r for r in only_b if _header(r[0], "WARC-Type") == _header(headers, "WARC-Type")
+                 and _header(r[0], "WARC-Target-URI") == _header(headers, "WARC-Target-URI")), None)
+    if twin is None:
+        return f"{len(ra)} vs {len(rb)} records; the {what} record is only in before", ""
+    if twin[0] != headers:
+        x, y = next((x, y) for x, y in zip(headers + ((),), twin[0] + ((),), strict=False) if x != y)
+        return f"the {what} record: WARC header {x} vs {y}", ""
+    return f"the {what} record: block differs at byte {_first_byte(block, twin[1])}", ""
 
 
 # -- Parquet ------------------------------------------------------------------------------------------------

@@ -8,13 +8,14 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import shared_path
 from support_dedup import doc_row, edit_to_jaccard, exact_jaccard, real_texts, shuffled, write_documents
+
 from webtext import cli
-from webtext.runtime import datasets
 from webtext.dedup import minhash
 from webtext.dedup.clusters import keep_order
 from webtext.dedup.config import DedupConfig
 from webtext.dedup.schema import CLUSTERS, CLUSTERS_SCHEMA, DOCUMENTS
 from webtext.extract.schema import DOCUMENTS_SCHEMA
+from webtext.runtime import datasets
 from webtext.runtime.errors import ERRORS
 from webtext.runtime.stats import read_stats
 
@@ -33,7 +34,8 @@ def dedup(docs, out, workers=1, processes=1, **cfg) -> dict:
     for name, value in cfg.items():
         argv += [f"--{name.replace('_', '-')}", str(value)]
     if workers > 1:
-        argv += [f"--beam-option=--direct_num_workers={workers}", "--beam-option=--direct_running_mode=multi_processing"]
+        argv += [f"--beam-option=--direct_num_workers={workers}",
+                 "--beam-option=--direct_running_mode=multi_processing"]
     assert cli.main(argv) == 0
     return read_stats(out)
 

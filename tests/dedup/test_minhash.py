@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
-from datasketch import MinHash, MinHashLSH
-
-from support_dedup import real_texts, shingle_set
 from conftest import shared_path
+from datasketch import MinHash, MinHashLSH
+from support_dedup import real_texts, shingle_set
+
 from webtext.dedup import minhash
 
 

@@ -1,15 +1,15 @@
 """Near-duplicate detection logic, free of Beam: text normalisation, word n-gram shingles, bulk MinHash
 signatures with datasketch's permutations, LSH banding and its S-curve, and Jaccard similarities.
 
-Shingles are hashed in bulk with numpy, not with one SHA-1 call per shingle (datasketch's default
-hashfunc, which capped a core at ~1,500 documents/s): each word's UTF-8 bytes get a 64-bit polynomial hash
-(one vectorised pass over the document's bytes), the `ngram` word hashes of every shingle are combined
-polynomially and mixed with the SplitMix64 finalizer, and the top 32 bits are the shingle's hash. The hash
-is a pure function of the shingle's bytes (stable across processes, platforms and numpy versions: only
-wrapping uint64 arithmetic), never Python's salted `hash()`. From those 32-bit values on, signatures are
-bit-for-bit datasketch's: `datasketch.MinHash(num_perm, seed, scheme, hashfunc=<our shingle hash>)
-.update_batch(shingles)` gives the same signature (tests/test_minhash.py checks it), with the permutations
-taken from a datasketch MinHash and applied as one (shingles x num_perm) matrix.
+Shingles are hashed in bulk with numpy, not with one SHA-1 call per shingle (datasketch's default hashfunc,
+whose Python call per shingle bounded a core's throughput): each word's UTF-8 bytes get a 64-bit polynomial
+hash (one vectorised pass over the document's bytes), the `ngram` word hashes of every shingle are combined
+polynomially and mixed with the SplitMix64 finalizer, and the top 32 bits are the shingle's hash. The hash is
+a pure function of the shingle's bytes (stable across processes, platforms and numpy versions: only wrapping
+uint64 arithmetic), never Python's salted `hash()`. From those 32-bit values on, signatures are bit-for-bit
+datasketch's: `datasketch.MinHash(num_perm, seed, scheme, hashfunc=<our shingle hash>)
+.update_batch(shingles)` gives the same signature (tests/dedup/test_minhash.py checks it), with the
+permutations taken from a datasketch MinHash and applied as one (shingles x num_perm) matrix.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ THRESHOLD = 0.8           # Jaccard similarity at which two documents count as n
 FN_WEIGHT = 0.9           # weight of false negatives in datasketch's optimisation (false positives: 1 - it)
 S_CURVE_POINTS = (0.5, 0.7, 0.8, 0.9)
 PERMUTE_CHUNK = 4096      # shingles per permutation matrix (CHUNK x num_perm values): bounds memory
-SIGNATURE_BATCH = 8192    # shingles of several documents permuted together by MinHasher.signatures (~4 MB)
+SIGNATURE_BATCH = 8192    # shingles of several documents permuted together by MinHasher.signatures
 
 _MAX_HASH32 = np.uint32((1 << 32) - 1)
 _MERSENNE_PRIME = np.uint64((1 << 61) - 1)   # datasketch's _mersenne_prime (legacy scheme)
@@ -56,11 +56,11 @@ _BLOCK_BITS = 8   # the fold table is filled 256 code points at a time, as texts
 
 
 class _FoldTable:
-    """Whether normalisation folds a code point (`_folds`), one byte per code point (1.1 MB). Filled a
-    block of 256 code points at a time, the first time a text uses one: a process that normalises English
-    pages fills a handful of blocks (~0.1 ms each), not all 4,352 (~0.2 s, at the start of every dedup run
-    and in each of its local processes). One numpy lookup per character then replaces a regex (~4x faster);
-    the check for unfilled blocks is one pass more over the looked-up bytes."""
+    """Whether normalisation folds a code point (`_folds`), one byte per code point. Filled a block of 256
+    code points at a time, the first time a text uses one: a process that normalises English pages fills a
+    handful of blocks, not all 4,352 (which would cost every dedup run and each of its local processes a
+    noticeable start). One numpy lookup per character then replaces a regex; the check for unfilled blocks
+    is one pass more over the looked-up bytes."""
 
     UNKNOWN = 2   # a code point of a block not filled yet; otherwise 1 (folded) or 0 (kept)
 
@@ -212,8 +212,8 @@ def _shingles_of_words(words: np.ndarray, ngram: int) -> np.ndarray:
 
 def shingle_hashes_many(normalized: list[str], ngram: int = NGRAM) -> list[np.ndarray]:
     """`shingle_hashes` of each normalised text, equal arrays, computed a batch of texts at a time: the
-    texts' words are hashed in one pass, and shingles are taken only within a text (about 20% less time
-    than one call per page)."""
+    texts' words are hashed in one pass (fewer numpy calls than one call per page), and shingles are taken
+    only within a text."""
     datas = [n.encode("utf-8") for n in normalized]
     words = [d.count(b" ") + 1 if d else 0 for d in datas]
     out = [np.zeros(0, np.uint32)] * len(datas)
@@ -279,7 +279,7 @@ class MinHasher:
 
     def _affine32(self, hashes: np.ndarray) -> np.ndarray:
         """The affine32 permutations of shingle hashes as a (num_perm, len(hashes)) matrix, built in place and
-        reduced along its contiguous axis: ~5x faster than datasketch's (n, num_perm) expression, same
+        reduced along its contiguous axis (faster than datasketch's (n, num_perm) expression), same
         values. Call under np.errstate(over="ignore"): the wraparound is the arithmetic."""
         phv = np.multiply.outer(self.a, _fmix32(hashes.astype(np.uint32)))
         phv += self.b[:, None]
@@ -288,9 +288,8 @@ class MinHasher:
     def signatures(self, hashes: list[np.ndarray]) -> np.ndarray:
         """`signature` of each array of shingle hashes, as rows of one (n, num_perm) array, equal values.
         Documents are permuted together in blocks of about SIGNATURE_BATCH shingles (the minimum of each
-        document's columns taken with `minimum.reduceat`), so numpy's per-call cost is paid per block:
-        about 40% less time for pages of a few hundred words. Empty and long documents (and the legacy
-        scheme) go one at a time through `signature`."""
+        document's columns taken with `minimum.reduceat`), so numpy's per-call cost is paid per block, not
+        per page. Empty and long documents (and the legacy scheme) go one at a time through `signature`."""
         out = np.empty((len(hashes), self.num_perm), self.dtype)
         together = []
         for i, h in enumerate(hashes):
