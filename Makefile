@@ -17,7 +17,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/webtext demo
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest -q
 
 # Style (ruff: pyproject's [tool.ruff]) and the import contracts (import-linter: [tool.importlinter]).

@@ -119,8 +119,8 @@ def make_corpus(n: int, seed: int = 1):
 
 def write_inputs(rows, folder: Path):
     """The documents dataset (extract's schema and shard size) and a JSONL copy split in 2 for datatrove."""
-    from webtext.runtime import datasets
     from webtext.extract.schema import DOCUMENTS_SCHEMA, ROWS_PER_SHARD
+    from webtext.runtime import datasets
 
     docs = folder / "documents"
     docs.mkdir(parents=True)
@@ -192,8 +192,8 @@ def run_datasketch(folder: Path) -> dict:
     import pyarrow.parquet as pq
     from datasketch import MinHash, MinHashLSH
 
-    from webtext.runtime import datasets
     from webtext.dedup import minhash
+    from webtext.runtime import datasets
 
     start = time.perf_counter()
     bands, rows = lsh_setting()
@@ -217,8 +217,12 @@ def run_datatrove(folder: Path, workers: int) -> dict:
     import logging
 
     from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
-                                                  MinhashDedupSignature)
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupSignature,
+    )
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.utils.hashing import HashConfig
     from loguru import logger
@@ -387,7 +391,7 @@ def main() -> int:
             peak = statistics.median(x["peak_mb"] for x in runs)
             recall, precision, removed = evaluate(runs[-1]["clusters"], planted, texts, minhash.THRESHOLD)
             table.append((method, len(rows) / secs, len(rows) / cpu, peak, recall, precision, removed))
-            each = ", ".join("%.1f" % x["seconds"] for x in runs)
+            each = ", ".join(f"{x['seconds']:.1f}" for x in runs)
             print(f"  {method:<18} {len(rows) / secs:8,.0f} docs/s  ({each} s; {cpu:.1f} CPU s)"
                   f"  peak {peak:7,.0f} MB  recall {recall:.3f}  precision {precision:.3f}  removed {removed:,}",
                   flush=True)

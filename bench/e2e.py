@@ -23,6 +23,7 @@ every pool's start-up and the exit included (per-stage CPU is then not shown).
     .venv/bin/python bench/e2e.py            # all pages, 5 repeats (single repeats swing ±10% on a 2-core VM)
     .venv/bin/python bench/e2e.py --fresh    # the same, each build a `webtext build` process
     .venv/bin/python bench/e2e.py --quick    # 200 pages, 1 repeat
+    .venv/bin/python bench/e2e.py --fresh --baseline REV   # each build paired with one of git revision REV
 """
 
 from __future__ import annotations
@@ -83,15 +84,20 @@ def toml_of(job: dict) -> str:
                    for table, fields in job.items())
 
 
-def fresh_build(job: dict, work: Path) -> dict:
+def fresh_build(job: dict, work: Path, tree: Path | None = None) -> dict:
     """`webtext build --job FILE` as a user runs it, in a new process: its report (funnel, stage timings).
-    The output goes to files, so the time is the command's, as a shell waits for it (not for the pool
-    processes it leaves to wind down)."""
+    The output goes to files, so the time is the command's, as a shell waits for it. With `tree`, the code of
+    that checkout runs (`python -m webtext.cli` with the tree first on PYTHONPATH), for a paired comparison."""
     job_file = work / "job.toml"
     job_file.write_text(toml_of(job))
-    webtext = Path(sys.executable).with_name("webtext")
+    if tree is None:
+        command, env = [str(Path(sys.executable).with_name("webtext"))], None
+    else:
+        command = [sys.executable, "-m", "webtext.cli"]
+        env = {**os.environ, "PYTHONPATH": str(tree)}
     with open(work / "build.out", "wb") as out, open(work / "build.err", "wb") as err:
-        status = subprocess.run([str(webtext), "build", "--job", str(job_file)], stdout=out, stderr=err).returncode
+        status = subprocess.run([*command, "build", "--job", str(job_file)], stdout=out, stderr=err,
+                                env=env).returncode
     if status:
         raise RuntimeError(f"fresh build failed ({status}):\n{(work / 'build.err').read_text()[-3000:]}")
     return json.loads((Path(job["job"]["output"]) / "report.json").read_text())
@@ -160,7 +166,13 @@ def main() -> int:
     parser.add_argument("--fresh", action="store_true",
                         help="run each build in a new interpreter, timed from its start (as `webtext build`)")
     parser.add_argument("--keep", type=Path, default=None, help="copy the last build's output root here")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="with --fresh: pair every build with one of git revision REV (a temporary worktree), "
+                             "in alternating order, both run as `python -m webtext.cli` from their own tree, and "
+                             "print the paired ratios (the cost of a change)")
     args = parser.parse_args()
+    if args.baseline and not args.fresh:
+        parser.error("--baseline needs --fresh (the baseline's code runs in its own process)")
     if args.quick:
         args.pages, args.repeats, args.duplicates = 200, 1, 20
 
@@ -176,7 +188,13 @@ def main() -> int:
     server = multiprocessing.get_context("fork").Process(target=_serve, args=(n, child_conn), daemon=True)
     server.start()
     web.port = conn.recv()
+    baseline_builds: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
+        old_tree = None
+        if args.baseline:
+            old_tree = Path(tmp) / "baseline"
+            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(old_tree), args.baseline],
+                           check=True, capture_output=True)
         urls = [web.url(f"host{i % HOSTS}.test", web.page_path(i)) for i in range(n)]
         urls += [web.url(f"host{(i + 1) % HOSTS}.test", web.page_path(i)) for i in range(args.duplicates)]
         dump = Path(tmp) / "RS_bench.zst"
@@ -192,13 +210,26 @@ def main() -> int:
             stage_cpu = StageCpu()
             start = time.perf_counter()
             job = job_for(root, dump, web.address, args.workers)
-            if args.fresh:
+            if args.baseline:
+                # Alternate which side goes first, so neither always finds the machine's caches warmer.
+                sides = [("new", REPO), ("old", old_tree)][:: 1 if r % 2 == 0 else -1]
+                for side, tree in sides:
+                    shutil.rmtree(root, ignore_errors=True)
+                    t0 = time.perf_counter()
+                    side_report = fresh_build(job, Path(tmp), tree)
+                    took = time.perf_counter() - t0
+                    if side == "new":
+                        report, new_took = side_report, took
+                    else:
+                        baseline_builds.append(took)
+                start = time.perf_counter() - new_took
+            elif args.fresh:
                 report = fresh_build(job, Path(tmp))
             else:
                 report = build.build(job, runner_overrides={}, log=stage_cpu)
             builds.append(time.perf_counter() - start)
             cpu2 = busy_cpu_seconds()
-            if cpu0 is not None:
+            if cpu0 is not None and not args.baseline:  # a baseline build would count as this one's
                 ceiling_cpu.append(cpu1 - cpu0)
                 build_cpu.append(cpu2 - cpu_build)
             funnel = dict(report["funnel"])
@@ -208,6 +239,8 @@ def main() -> int:
             print(f"repeat {r + 1}: build {builds[-1]:.1f}s, ceiling {ceilings[-1]:.1f}s "
                   f"(like the stage {slim_ceilings[-1]:.1f}s); stages "
                   + ", ".join(f"{s} {v:.1f}s" for s, v in stage_seconds.items()), file=sys.stderr)
+        if old_tree is not None:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(old_tree)], check=True)
         if args.keep:
             shutil.rmtree(args.keep, ignore_errors=True)
             shutil.copytree(root, args.keep)
@@ -226,6 +259,12 @@ def main() -> int:
     print(f"build / ceiling wall time: {b / c:.2f}x   (goal <= 1.3x); per repeat "
           f"{', '.join(f'{x:.2f}' for x in paired)}, median of those {statistics.median(paired):.2f}")
     print(f"build / ceiling doing the stage's extraction work: {b / slim:.2f}x   (what the other stages cost)")
+    if baseline_builds:
+        old = statistics.median(baseline_builds)
+        pairs = [x / y for x, y in zip(builds, baseline_builds)]
+        print(f"baseline {args.baseline}: {old:7.1f} s  (median of {len(baseline_builds)}); this tree / baseline "
+              f"{b / old:.3f}x; paired per repeat {', '.join(f'{x:.3f}' for x in pairs)}, median of those "
+              f"{statistics.median(pairs):.3f}x")
     if build_cpu:
         cores = os.cpu_count() or 1
         print(f"\nCPU-seconds (all cores, web server included), medians; {cores} cores:")

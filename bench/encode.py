@@ -246,7 +246,8 @@ def run_datatrove(docs: str, tok_dir: str, workers: int) -> dict:
         LocalPipelineExecutor(
             pipeline=[
                 ParquetReader(docs, glob_pattern="documents-*.parquet", text_key="text", id_key="doc_id"),
-                DocumentTokenizer(os.path.join(out, "tokens"), tokenizer_name_or_path=os.path.join(tok_dir, "tokenizer.json"),
+                DocumentTokenizer(os.path.join(out, "tokens"),
+                                  tokenizer_name_or_path=os.path.join(tok_dir, "tokenizer.json"),
                                   eos_token="<|endoftext|>"),
             ],
             tasks=workers, workers=workers, logging_dir=os.path.join(out, "logs"),

@@ -7,7 +7,8 @@ Side by side in this process, each a median of --repeats runs:
             decoding, sandboxed extraction, filters, Beam and Parquet writing; direct runner, in-memory with
             2 extractor children (--workers 1) and, if --workers-2, multi-processing with 2 workers
 The goal (issue 4) is stage >= 0.9x pool(2). CPU seconds (this process and its children) are printed too:
-on a shared, busy machine they show the stage's overhead over the plain loop when wall times cannot. Also prints extraction quality over every page with gold
+on a shared, busy machine they show the stage's overhead over the plain loop when wall times cannot.
+Also prints extraction quality over every page with gold
 snippets: the share of `with` snippets found and `without` avoided, for the stage and for trafilatura.extract
 called directly (the stage runs with the length filters off so no page is dropped for being short).
 
@@ -36,12 +37,13 @@ import trafilatura
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from webtext import cli  # noqa: E402
-from webtext.runtime import datasets, stats, warc  # noqa: E402
-from webtext.links import urls  # noqa: E402
-from webtext.fetch.schema import LOG_SCHEMA  # noqa: E402
-from webtext.extract.sandbox import ExtractSettings  # noqa: E402
 from support_extract import snippet_scores  # noqa: E402  (pages without gold have no snippets)
+
+from webtext import cli  # noqa: E402
+from webtext.extract.sandbox import ExtractSettings  # noqa: E402
+from webtext.fetch.schema import LOG_SCHEMA  # noqa: E402
+from webtext.links import urls  # noqa: E402
+from webtext.runtime import datasets, stats, warc  # noqa: E402
 
 EVAL = ROOT.parent / "shared" / "data" / "web" / "trafilatura-eval"
 SETTINGS = ExtractSettings().kwargs()  # the stage's trafilatura settings, metadata (title, date) included

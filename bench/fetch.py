@@ -82,6 +82,7 @@ def run_webtext(urls: list[tuple[str, str]], port: int, threads: int, out: str |
 
 def run_beam(urls: list[tuple[str, str]], port: int, threads: int, tmp: str) -> int:
     from support_webserver import write_links
+
     from webtext.cli import main
     from webtext.runtime import datasets
 

@@ -26,8 +26,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from webtext.encode import shards  # noqa: E402
 from webtext.model import data  # noqa: E402
-from webtext.encode import shards# noqa: E402
 
 VOCAB = 50257
 MEAN_DOC_TOKENS = 1000

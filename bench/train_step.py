@@ -88,7 +88,8 @@ def main() -> int:
     device = torch.device(args.device)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} CPU threads'}), "
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    print(f"device {device} ({where}), "
           f"batch {args.batch_size} x {args.block_size} tokens, {args.rounds} rounds of {args.steps} steps")
     results = []
     for preset in args.configs.split(","):

@@ -9,9 +9,9 @@ import random
 
 import pyarrow as pa
 
-from webtext.runtime import datasets
 from webtext.dedup import minhash
 from webtext.extract.schema import DOCUMENTS_SCHEMA
+from webtext.runtime import datasets
 
 
 def real_texts(folder, count: int, min_words: int = 250) -> list[str]:

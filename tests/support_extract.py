@@ -9,11 +9,11 @@ import json
 import os
 from pathlib import Path
 
-from webtext.runtime import datasets, stats, warc
-from webtext.links import urls
-from webtext.fetch.schema import LOG_SCHEMA
-
 from conftest import shared_path
+
+from webtext.fetch.schema import LOG_SCHEMA
+from webtext.links import urls
+from webtext.runtime import datasets, stats, warc
 
 EVAL_DIR = ("web", "trafilatura-eval")
 

@@ -2,7 +2,8 @@
 
 Text: Python's own documentation topics (`pydoc_data.topics`, shipped with the standard library), tokenized by a
 byte-level BPE trained on it with Hugging Face `tokenizers`, written with the shard format module and a manifest
-per the contract in docs/formats.md (fingerprint: `bpe.tokenizer_fingerprint`, as `webtext encode` writes). Built once per test session per parameter set.
+per the contract in docs/formats.md (fingerprint: `bpe.tokenizer_fingerprint`, as `webtext encode` writes).
+Built once per test session per parameter set.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import atexit
 import hashlib
 import json
 import os
+import pydoc_data.topics
 import shutil
 import tempfile
 
 import numpy as np
-import pydoc_data.topics
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from webtext.encode import shards

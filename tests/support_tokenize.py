@@ -22,7 +22,7 @@ DOCS_SCHEMA = pa.schema([
 ])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def real_texts(n: int = 40) -> tuple[str, ...]:
     """Main text of the first `n` trafilatura-eval pages that have any (real, multilingual web text)."""
     import trafilatura
@@ -52,7 +52,7 @@ def write_documents(directory, rows: list[dict], rows_per_shard: int = 16) -> st
     return str(directory)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def small_tokenizer_json(vocab_size: int = 600) -> str:
     """A byte-level BPE trained on the real texts (small vocabulary: fast)."""
     return bpe.train(real_texts(), vocab_size=vocab_size).to_str()

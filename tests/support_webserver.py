@@ -120,7 +120,7 @@ def self_signed_cert(directory: str, names: tuple[str, ...]) -> tuple[str, str]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    now = _dt.datetime.now(_dt.timezone.utc)
+    now = _dt.datetime.now(_dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - _dt.timedelta(days=1))
             .not_valid_after(now + _dt.timedelta(days=7))
@@ -180,7 +180,7 @@ class LoopbackWeb:
                 self._pages[stem] = _Page(path)
             return self._pages[stem]
 
-    def warm(self) -> "LoopbackWeb":
+    def warm(self) -> LoopbackWeb:
         """Load every page and make all its encodings now (otherwise made on first request), so that a
         benchmark's first crawl is not slower than the next ones."""
         for f in self.files:
@@ -194,11 +194,11 @@ class LoopbackWeb:
             return _bomb(kind)
 
     # -- life cycle ---------------------------------------------------------------------------------------
-    def start(self) -> "LoopbackWeb":
+    def start(self) -> LoopbackWeb:
         if self.bombs:  # made before serving: a bomb must not look slow
             self.bomb("gzip"), self.bomb("br")
         handler = _make_handler(self)
-        for i, address in enumerate(self.addresses):
+        for _i, address in enumerate(self.addresses):
             server = _Server((address, self.port), handler)
             self.port = server.server_address[1]
             self._serve(server)
@@ -227,7 +227,7 @@ class LoopbackWeb:
         if self._tmp is not None:
             self._tmp.cleanup()
 
-    def __enter__(self) -> "LoopbackWeb":
+    def __enter__(self) -> LoopbackWeb:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -287,7 +287,7 @@ def _make_handler(web: LoopbackWeb):
                 if web.latency:
                     time.sleep(web.latency)
                 self._route(host, parts.path, {k: v[-1] for k, v in parse_qs(parts.query).items()}, rec)
-            except (BrokenPipeError, ConnectionResetError, ssl.SSLError, socket.timeout, OSError):
+            except (TimeoutError, BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
                 pass
             finally:
                 rec.end = time.monotonic()
@@ -443,10 +443,10 @@ def _make_handler(web: LoopbackWeb):
                         + "</body></html>").encode("cp1251")
                 return self._send(200, body, "text/html; charset=utf-8", rec=rec)
             if name == "unknown-charset":
-                return self._send(200, "<html><body><p>café</p></body></html>".encode("utf-8") * 10,
+                return self._send(200, "<html><body><p>café</p></body></html>".encode() * 10,
                                   "text/html; charset=klingon-8", rec=rec)
             if name == "bom":
-                body = b"\xef\xbb\xbf" + "<html><body><p>naïve café</p></body></html>".encode("utf-8")
+                body = b"\xef\xbb\xbf" + "<html><body><p>naïve café</p></body></html>".encode()
                 return self._send(200, body, "text/html; charset=iso-8859-1", rec=rec)
             if name == "reset":  # a connection reset mid-body
                 self._head(200, [("Content-Type", "text/html"), ("Content-Length", "100000")], rec)

@@ -9,8 +9,8 @@ import os
 import zipfile
 
 import pytest
-
 from conftest import shared_path
+
 from webtext import build
 from webtext.model.config import load_job as load_train_job
 from webtext.runtime import beam as beam_options

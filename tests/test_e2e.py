@@ -16,11 +16,11 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 import zstandard
-
 from conftest import shared_path
+
 from webtext import build
-from webtext.runtime import datasets, stats
 from webtext.encode import shards
+from webtext.runtime import datasets, stats
 
 PAGES = 320
 HOSTS = 20

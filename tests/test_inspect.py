@@ -10,11 +10,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from tests.support_tokenize import doc_rows, real_texts, write_documents, write_tokenizer
 from webtext import cli, inspect
+from webtext.encode import pipeline as encode
+from webtext.encode.plan import EncodeConfig
 from webtext.runtime import stats
 from webtext.runtime.beam import WriteDataset
 from webtext.runtime.errors import ERRORS_SCHEMA, error_row, error_sort_key
-from webtext.encode import pipeline as encode
-from webtext.encode.plan import EncodeConfig
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,8 @@ import tomllib
 import orjson
 
 from webtext.runtime import fs
-from webtext.stages import STAGES, stage as get_stage
+from webtext.stages import STAGES
+from webtext.stages import stage as get_stage
 
 EXAMPLE = """  webtext build --job jobs/sample-local.toml
   webtext build --job jobs/webtext-local.toml --from extract

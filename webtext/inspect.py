@@ -123,8 +123,8 @@ def summarize_shards(directory: str, out) -> tuple[dict, dict]:
 
 
 def show_documents(directory: str, opened: dict, split: str, indices: list[int], out, full: bool) -> int:
-    from webtext.tokenizer import bpe
     from webtext.encode import shards
+    from webtext.tokenizer import bpe
 
     tok = bpe.load(os.path.join(directory, shards.TOKENIZER_FILE))
     total = sum(s.num_documents for s in opened.get(split, []))
@@ -309,17 +309,20 @@ def summarize_tokenizer(directory: str, out) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("directory", help="any stage's output directory")
-    parser.add_argument("--doc", type=int, action="append", metavar="N", help="decode document N of --split (repeatable)")
+    parser.add_argument("--doc", type=int, action="append", metavar="N",
+                        help="decode document N of --split (repeatable)")
     parser.add_argument("--split", default="train", help="split for --doc / --sample on shards (default: train)")
     parser.add_argument("--sample", type=int, default=0, metavar="K", help="show K random documents or rows")
     parser.add_argument("--seed", type=int, default=0, help="seed of --sample (default: 0)")
-    parser.add_argument("--plot", metavar="FILE.png", help="shards: save document-length and token-frequency histograms")
-    parser.add_argument("--full", action="store_true", help=f"show whole documents (default: first {SAMPLE_CHARS} chars)")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="shards: save document-length and token-frequency histograms")
+    parser.add_argument("--full", action="store_true",
+                        help=f"show whole documents (default: first {SAMPLE_CHARS} chars)")
 
 
 def main(args: argparse.Namespace) -> int:
-    from webtext.tokenizer import bpe
     from webtext.encode import shards
+    from webtext.tokenizer import bpe
 
     directory = args.directory.rstrip("/") or "/"
     out = console()

@@ -222,7 +222,7 @@ def test_estimated_verification_and_explicit_bands(planted, tmp_path):
     out, stats = run(tmp_path, "e", rows, verify="estimate", bands=20, rows=5)
     assert (stats["config"]["bands"], stats["config"]["rows"]) == (20, 5)
     together = _together(pairs, _clusters(out))
-    for a, b, j, level in pairs:
+    for a, b, _j, level in pairs:
         if level == 0.5:
             assert not together[(a, b)]   # estimate within a few sigma of 0.5 never reaches 0.8
         if level == 0.95:

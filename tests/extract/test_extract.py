@@ -6,13 +6,12 @@ import collections
 import os
 
 import pytest
-
-from webtext import cli
-from webtext.runtime import datasets, stats
-from webtext.extract import command
-
 from conftest import shared_path
 from support_extract import dataset_bytes, eval_pages, expected_doc_id, run_extract, slow_page, write_fetch_dir
+
+from webtext import cli
+from webtext.extract import command
+from webtext.runtime import datasets, stats
 
 ARTICLE = ("<html><head><title>Harbour notes</title></head><body><article>"
            + "".join(f"<p>Paragraph {i}: the ferry left the harbour at dawn while gulls circled the old "

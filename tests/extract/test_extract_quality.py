@@ -6,11 +6,10 @@ A spread subset keeps this test fast; `python bench/extract.py` reports the same
 from __future__ import annotations
 
 import trafilatura
-
-from webtext.runtime import datasets
-from webtext.extract.sandbox import ExtractSettings
-
 from support_extract import eval_pages, run_extract, snippet_scores, write_warc
+
+from webtext.extract.sandbox import ExtractSettings
+from webtext.runtime import datasets
 
 SUBSET = 120
 # Our pages are decoded by the fetch stage's charset rules (BOM, header, <meta>, detector) rather than

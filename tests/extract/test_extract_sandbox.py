@@ -8,12 +8,11 @@ import threading
 import time
 
 import pytest
+from support_extract import eval_pages, slow_page
 
 from webtext.extract import sandbox
 from webtext.extract.sandbox import ExtractorPool, ExtractSettings, SandboxConfig, extract_in_process
 from webtext.runtime.stats import dict_counter
-
-from support_extract import eval_pages, slow_page
 
 ARTICLE = ("<html><head><title>Harbour notes</title></head><body><article><h1>Harbour notes</h1>"
            + "".join(f"<p>Paragraph {i}: the ferry left the harbour at dawn while gulls circled the old "

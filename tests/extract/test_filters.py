@@ -54,8 +54,8 @@ def test_words_count_cjk_characters_one_each():
 
 
 def test_boilerplate_lines_are_removed_and_counted():
-    text = article() + "\nThis website uses cookies. See our cookie policy.\nPlease enable JavaScript to view comments.\n" \
-                       "Lorem ipsum dolor sit amet."
+    text = article() + ("\nThis website uses cookies. See our cookie policy.\n"
+                        "Please enable JavaScript to view comments.\nLorem ipsum dolor sit amet.")
     doc, totals = run(text)
     assert "cookie" not in doc.text and "JavaScript" not in doc.text and "Lorem" not in doc.text
     assert totals == {"lines_boilerplate": 3}

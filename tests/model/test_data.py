@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import support_shards
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import support_shards
-from webtext.model import data
 from webtext.encode import shards
+from webtext.model import data
 
 T = 16
 
@@ -101,7 +101,7 @@ def test_dataloader_workers_give_the_same_order(windows):
     ds = data.WindowBatches(windows, 4, seed=3, rank=1, world_size=2)
     expected = [b[2] for b in stream(windows, 4, 9, rank=1, world_size=2)]
     got = []
-    for x, y, ids in data.loader(ds, num_workers=2):
+    for _x, _y, ids in data.loader(ds, num_workers=2):
         got.append(ids)
         if len(got) == 9:
             break
@@ -120,7 +120,8 @@ def test_mismatched_tokenizer_is_refused(shard_dir):
     data.check_tokenizer(manifest, fingerprint=tok["fingerprint"], vocab_size=tok["vocab_size"])
     with pytest.raises(data.TokenizerMismatch, match="encoded with tokenizer .* but the model uses tokenizer"):
         data.check_tokenizer(manifest, fingerprint="0" * 64)
-    with pytest.raises(data.TokenizerMismatch, match=f"{tok['vocab_size']} tokens, but the model has a vocabulary of 50257"):
+    with pytest.raises(data.TokenizerMismatch,
+                       match=f"{tok['vocab_size']} tokens, but the model has a vocabulary of 50257"):
         data.check_tokenizer(manifest, vocab_size=50257)
 
 

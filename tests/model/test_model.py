@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from webtext.model import hf
-from webtext.model.config import GPTConfig, PRESETS, model_config, parse_job
+from webtext.model.config import PRESETS, GPTConfig, model_config, parse_job
 from webtext.model.model import GPT, filter_logits
 
 transformers = pytest.importorskip("transformers")
@@ -117,7 +117,10 @@ def test_padding_ids_are_never_sampled():
 def test_top_p_keeps_exactly_the_nucleus():
     probs = torch.tensor([[0.05, 0.5, 0.15, 0.3]])
     logits = probs.log()
-    kept = lambda p: set(torch.isfinite(filter_logits(logits, top_p=p))[0].nonzero().flatten().tolist())
+
+    def kept(p):
+        return set(torch.isfinite(filter_logits(logits, top_p=p))[0].nonzero().flatten().tolist())
+
     assert kept(0.4) == {1}  # the top token alone reaches 0.4
     assert kept(0.75) == {1, 3}  # 0.5 < 0.75 <= 0.8
     assert kept(0.9) == {1, 3, 2}  # 0.8 < 0.9 <= 0.95

@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
-import torch
-
 import support_shards
+import torch
 from support_shards import TINY_MODEL, TINY_TRAIN, write_job
+
 from webtext.cli import main as cli
 from webtext.model import checkpoint
 from webtext.model.config import load_job

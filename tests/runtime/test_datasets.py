@@ -63,7 +63,8 @@ ROWS_SCHEMA = pa.schema([("doc_id", pa.string()), ("text", pa.string()), ("score
 
 def _rows(n):
     rng = random.Random(3)
-    return [{"doc_id": f"d{rng.getrandbits(40):010x}é{i}", "text": None if i % 7 == 0 else "wörd " * rng.randrange(1, 50),
+    return [{"doc_id": f"d{rng.getrandbits(40):010x}é{i}",
+             "text": None if i % 7 == 0 else "wörd " * rng.randrange(1, 50),
              "score": None if i % 5 == 0 else i} for i in range(n)]
 
 

@@ -196,12 +196,15 @@ def test_the_stages_local_processes_run_their_real_tasks_without_importing_beam(
     what they imported."""
     import pyarrow as pa
 
-    from webtext.dedup import minhash, task as dedup_task
-    from webtext.fetch import crawler, task as fetch_task
-    from webtext.fetch.schema import PARTS_DIR
-    from webtext.links import rules, task as links_task
-    from webtext.runtime import datasets
+    from webtext.dedup import minhash
+    from webtext.dedup import task as dedup_task
     from webtext.demo.dump import sample_lines, write_lines
+    from webtext.fetch import crawler
+    from webtext.fetch import task as fetch_task
+    from webtext.fetch.schema import PARTS_DIR
+    from webtext.links import rules
+    from webtext.links import task as links_task
+    from webtext.runtime import datasets
 
     rows = [{"doc_id": f"d{i}", "url": f"https://example.com/{i}", "score": i,
              "text": f"document number {i} says the same few words again and again"} for i in range(40)]

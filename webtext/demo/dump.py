@@ -14,7 +14,7 @@ import calendar
 import datetime as dt
 import os
 import random
-from typing import Iterator
+from collections.abc import Iterator
 
 import orjson
 import zstandard
@@ -133,16 +133,22 @@ def _malformed(rng: random.Random, good: bytes, k: int) -> bytes:
     if kind == 0:
         return good[: len(good) // 2]                                   # cut mid-object
     if kind == 1:
-        d = orjson.loads(good); d.pop("url", None); return orjson.dumps(d)
+        d = orjson.loads(good)
+        d.pop("url", None)
+        return orjson.dumps(d)
     if kind == 2:
-        d = orjson.loads(good); d["score"] = str(d["score"]); return orjson.dumps(d)
+        d = orjson.loads(good)
+        d["score"] = str(d["score"])
+        return orjson.dumps(d)
     if kind == 3:
         return b"[1, 2, 3]"
     if kind == 4:
         return good.replace(b'"title":"', b'"title":"\xff\xfe', 1)    # invalid UTF-8
     if kind == 5:
         return b""
-    d = orjson.loads(good); d["url"] = None; return orjson.dumps(d)
+    d = orjson.loads(good)
+    d["url"] = None
+    return orjson.dumps(d)
 
 
 def sample_lines(n: int, month: str = "2017-10", seed: int = 0,

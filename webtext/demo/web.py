@@ -247,7 +247,7 @@ class SampleServer:
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> "SampleServer":
+    def __enter__(self) -> SampleServer:
         self._thread.start()
         return self
 
@@ -262,7 +262,7 @@ def submissions(web: SampleWeb, port: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed + 1)
     base = 1_420_070_400  # 2015-01-01
     out = []
-    for n, (host, path, kind) in enumerate(web.links):
+    for n, (host, path, _kind) in enumerate(web.links):
         for repeat in range(1 + (n % 9 == 0)):
             created = base + n * 3_600 + repeat * 86_400
             sid = f"{n:05x}{repeat}"

@@ -64,8 +64,8 @@ def shard_bytes(doc_ids: list[str], tokens: list[np.ndarray], dtype: str) -> byt
 
 def shard_buffer(doc_ids: list[str] | pa.Array, flat: np.ndarray, offsets: np.ndarray, dtype: str) -> pa.Buffer:
     """One shard file's bytes (as an Arrow buffer, no extra copy) from the ids (a list or an Arrow string
-    array), the flat token buffer and the document offsets (len(doc_ids) + 1 of them, starting at 0). One record batch, so readers get one
-    contiguous token buffer. The same input always gives the same bytes."""
+    array), the flat token buffer and the document offsets (len(doc_ids) + 1 of them, starting at 0).
+    One record batch, so readers get one contiguous token buffer. The same input always gives the same bytes."""
     if len(offsets) != len(doc_ids) + 1 or (len(offsets) and offsets[0] != 0) or offsets[-1] != len(flat):
         raise ValueError("offsets must start at 0, end at the token count and have one more entry than doc_ids")
     if len(flat) > MAX_SHARD_TOKENS:
@@ -119,7 +119,8 @@ def open_shard_bytes(data, path: str = "<memory>") -> Shard:
 
 
 def _shard_of(path: str, table: pa.Table) -> Shard:
-    dtype = (table.schema.metadata or {}).get(b"dtype", b"").decode() or str(table.schema.field("tokens").type.value_type)
+    dtype = ((table.schema.metadata or {}).get(b"dtype", b"").decode()
+             or str(table.schema.field("tokens").type.value_type))
     column = table.column("tokens")
     if column.num_chunks == 0:
         return Shard(path, table, np.zeros(0, np.dtype(dtype)), np.zeros(1, np.int32), dtype)

@@ -209,7 +209,8 @@ def verify(directory: str) -> Report:
                                             f"({split_tokens} / {split_docs})")
     for key, value in totals.items():
         if manifest["totals"].get(key) != value:
-            report.problem(shards.MANIFEST, f"totals.{key} {manifest['totals'].get(key)} != the sum over shards {value}")
+            report.problem(shards.MANIFEST,
+                           f"totals.{key} {manifest['totals'].get(key)} != the sum over shards {value}")
     for name in sorted(os.listdir(directory)):
         if name.endswith(".arrow") and os.path.normpath(os.path.join(directory, name)) not in listed:
             report.problem(name, "not listed in the manifest (a stale or foreign shard)")

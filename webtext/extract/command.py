@@ -19,8 +19,15 @@ import apache_beam as beam
 from webtext.extract.filters import FILTERS, MAX_WORDS, MIN_WORDS, FilterConfig, load_language_identifier
 from webtext.extract.pages import MAX_HTML_BYTES
 from webtext.extract.pipeline import build_pipeline, graph  # noqa: F401  (graph: `webtext build --dry-run`)
-from webtext.extract.sandbox import (FAVOR, MEMORY_MB, RECYCLE_AFTER, TIMEOUT_S, ExtractSettings, SandboxConfig,
-                                     check_unkept_metadata)
+from webtext.extract.sandbox import (
+    FAVOR,
+    MEMORY_MB,
+    RECYCLE_AFTER,
+    TIMEOUT_S,
+    ExtractSettings,
+    SandboxConfig,
+    check_unkept_metadata,
+)
 from webtext.extract.schema import DOCUMENTS, FETCH_LOG, ROWS_PER_SHARD, STAGE
 from webtext.runtime import fs, stats
 from webtext.runtime.beam import add_runner_arguments, is_direct, local_processes, pipeline_options

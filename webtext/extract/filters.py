@@ -26,7 +26,7 @@ import collections
 import dataclasses
 import re
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 Count = Callable[..., None]
 

@@ -5,7 +5,7 @@ HTML page, how it is cut and decoded, and the document row a page becomes. Count
 from __future__ import annotations
 
 import hashlib
-from typing import Callable
+from collections.abc import Callable
 
 from webtext.extract.sandbox import MAX_HTML_CHARS
 

@@ -4,14 +4,22 @@ files), extract their main text in a sandboxed extractor pool, clean it, and wri
 from __future__ import annotations
 
 import argparse
-from typing import Iterator
+from collections.abc import Iterator
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
 from webtext.extract.filters import FilterConfig, clean_document, load_language_identifier
-from webtext.extract.pages import (MAX_HTML_BYTES, OK_STATUSES, cap_body, decode_body, document_row, html_problem,
-                                   keep_fetched, page)
+from webtext.extract.pages import (
+    MAX_HTML_BYTES,
+    OK_STATUSES,
+    cap_body,
+    decode_body,
+    document_row,
+    html_problem,
+    keep_fetched,
+    page,
+)
 from webtext.extract.sandbox import ExtractorPool, SandboxConfig
 from webtext.extract.schema import DOCUMENTS, DOCUMENTS_SCHEMA, FETCH_LOG, STAGE
 from webtext.links import urls

@@ -29,7 +29,7 @@ import pickle
 import signal
 import time
 import unicodedata
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from webtext.runtime import processes
 
@@ -232,7 +232,7 @@ class ExtractorPool:
 
     # -- lifecycle
 
-    def __enter__(self) -> "ExtractorPool":
+    def __enter__(self) -> ExtractorPool:
         self.start()
         return self
 

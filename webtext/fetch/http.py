@@ -26,7 +26,7 @@ import ssl
 import threading
 import time
 import zlib
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 import brotli
@@ -129,7 +129,7 @@ class AddressPolicy:
     allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @classmethod
-    def from_cidrs(cls, cidrs: Iterable[str]) -> "AddressPolicy":
+    def from_cidrs(cls, cidrs: Iterable[str]) -> AddressPolicy:
         return cls(tuple(ipaddress.ip_network(c, strict=False) for c in cidrs))
 
     def blocked(self, address: str) -> str | None:
@@ -514,7 +514,7 @@ class HttpClient:
             sock.settimeout(min(self.config.connect_timeout, remaining))
             try:
                 sock.connect((address, port))
-            except socket.timeout:
+            except TimeoutError:
                 sock.close()
                 last = FetchError("timeout", f"connect to {address}:{port}", transient=True)
                 continue
@@ -533,7 +533,7 @@ class HttpClient:
                 except ssl.SSLCertVerificationError as e:
                     sock.close()
                     raise FetchError("tls", f"certificate: {e.verify_message or e}") from None
-                except (ssl.SSLError, socket.timeout, OSError) as e:
+                except (TimeoutError, ssl.SSLError, OSError) as e:
                     sock.close()
                     if isinstance(e, socket.timeout):
                         raise FetchError("timeout", "TLS handshake", transient=True) from None

@@ -83,7 +83,7 @@ class SplitFiles:
     tokens: tuple[int, ...]
 
     @classmethod
-    def from_manifest(cls, data_dir: str, manifest: dict, split: str) -> "SplitFiles":
+    def from_manifest(cls, data_dir: str, manifest: dict, split: str) -> SplitFiles:
         if split not in manifest["splits"]:
             raise ValueError(f"{data_dir}: no split {split!r} (have {', '.join(manifest['splits'])})")
         entries = manifest["splits"][split]["shards"]

@@ -22,10 +22,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from webtext.encode import shards as shard_format
 from webtext.model import checkpoint, data
 from webtext.model.config import GPTConfig, JobConfig, TrainConfig, load_job
 from webtext.model.model import GPT
-from webtext.encode import shards as shard_format
 
 EXAMPLE = """  webtext train --data out/shards --config jobs/train-tiny.toml --out out/run-tiny
   webtext train --data out/shards --config jobs/train-tiny.toml --out out/run-tiny --resume
@@ -169,8 +169,14 @@ class _Progress:
         self.bar = None
         self.enabled = enabled
         if enabled and bar and sys.stderr.isatty():
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
             self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
                                 TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[tps]:,.0f} tok/s"),
                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 import typing
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa

@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -126,7 +127,8 @@ def split_into_runs(table: pa.Table, key: str, num_shards: int, run_dir: str, ru
 def write_shard_from_runs(task: tuple[int, list], output_dir: str, name: str, schema: pa.Schema, key: str,
                           num_shards: int) -> str:
     """Merge one shard's runs (`split_into_runs`) into its Parquet file, byte for byte what
-    `beam.WriteDataset` writes for the same rows; then delete the runs. `task` is (shard, run paths; None entries ignored)."""
+    `beam.WriteDataset` writes for the same rows; then delete the runs.
+    `task` is (shard, run paths; None entries ignored)."""
     index, paths = task
     paths = sorted(p for p in paths if p is not None)
     tables = []

@@ -19,7 +19,8 @@ import os
 import posixpath
 import shutil
 import uuid
-from typing import IO, Iterable
+from collections.abc import Iterable
+from typing import IO
 
 import orjson
 

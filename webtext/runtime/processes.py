@@ -31,8 +31,9 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from webtext.runtime import progress  # stdlib only: a child still starts with what its tasks import
 
@@ -221,7 +222,7 @@ class TaskPool:
         children, self._children, self._held = self._children, [], None
         stop(children)
 
-    def __enter__(self) -> "TaskPool":
+    def __enter__(self) -> TaskPool:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -15,8 +15,9 @@ exit status 2; bad records never stop a stage (they are counted and written to i
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from webtext.runtime import datasets, progress, stats
 

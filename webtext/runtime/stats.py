@@ -13,7 +13,7 @@ import collections
 import datetime as _dt
 import sys
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from webtext import __version__
 from webtext.runtime import fs
@@ -78,7 +78,7 @@ class Timer:
 
     @property
     def started_at(self) -> str:
-        return _dt.datetime.fromtimestamp(self.start, _dt.timezone.utc).isoformat(timespec="seconds")
+        return _dt.datetime.fromtimestamp(self.start, _dt.UTC).isoformat(timespec="seconds")
 
     @property
     def seconds(self) -> float:
