@@ -19,3 +19,15 @@ def test_a_client_hanging_up_on_the_drip_is_no_server_traceback(capsys):
             assert s.recv(64).startswith(b"HTTP/1.1 200")
     err = capsys.readouterr().err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_the_demo_finds_its_job_files_by_default():
+    """`make demo` runs `webtext demo` with no flags: its default job and training config must exist."""
+    import os
+
+    from webtext.cli import command_parser
+
+    parser, _ = command_parser("demo")
+    args = parser.parse_args([])
+    assert os.path.isfile(args.job) and args.job.endswith("jobs/sample-local.toml")
+    assert os.path.isfile(args.train_config)

@@ -19,7 +19,7 @@ from webtext.cli import main
 from webtext.fetch.schema import LOG_ERRORS
 from webtext.runtime import datasets, stats, warc
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # The contract the extract stage reads (docs/formats.md, Fetch): names and types.
 CONTRACT = {

@@ -23,7 +23,7 @@ from webtext.fetch.http import ClientConfig, HttpClient
 from webtext.runtime.stats import dict_counter
 
 INNER = "WEBTEXT_NETNS_INNER"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SERVER = "127.0.0.2"  # the test web's address: `localhost` (127.0.0.1, ::1) is then a different, blocked one
 
 

@@ -17,7 +17,7 @@ from webtext.model import checkpoint
 from webtext.model.config import load_job
 from webtext.model.train import train
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(autouse=True)

@@ -31,7 +31,7 @@ SAMPLE_PROMPT = "The"
 
 
 def _jobs_dir() -> str:
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jobs")
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "jobs")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
