@@ -127,20 +127,17 @@ _WHEEL: str | None = None
 
 
 class _PoolMap(beam.DoFn):
-    """The DoFn of `PoolMap`. Its pool lives as long as the DoFn instance: made in `setup`, its children
-    kept from bundle to bundle, closed in `teardown`, which Beam's in-memory DirectRunner calls for every
-    DoFn when the pipeline ends, failed or not, so no child outlives the pipeline. A bundle drains its
-    tasks in `finish_bundle`, so between bundles the children are idle."""
+    """The DoFn of `PoolMap`. Its pool lives for one bundle: made when the bundle starts, drained and closed
+    (its children stopped and reaped) when it finishes, so a finished step holds no idle processes and their
+    memory while the pipeline's later steps run; `teardown`, which Beam's in-memory DirectRunner calls for
+    every DoFn when the pipeline ends, failed or not, closes a pool a failed bundle left."""
 
     def __init__(self, fn, processes: int, args: tuple, prepare, warm_up):
         self.fn, self.processes, self.args, self.prepare, self.warm_up = fn, processes, args, prepare, warm_up
         self.pool = None
 
-    def setup(self):
-        self.pool = TaskPool(self.processes, self.warm_up)
-        self.side_args = None
-
     def start_bundle(self):
+        self.pool = TaskPool(self.processes, self.warm_up)
         # Side inputs are the same for every task of a batch pipeline's bundle: prepared once.
         self.side_args = None
 
@@ -150,7 +147,10 @@ class _PoolMap(beam.DoFn):
         yield from self.pool.submit(self.fn, task, *self.args, *self.side_args)
 
     def finish_bundle(self):
-        for result in self.pool.drain():
+        results = self.pool.drain()
+        self.pool.close()
+        self.pool = None
+        for result in results:
             yield GlobalWindows.windowed_value(result)
 
     def teardown(self):
