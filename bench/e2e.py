@@ -43,9 +43,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-import orjson  # noqa: E402
 import trafilatura  # noqa: E402
-import zstandard  # noqa: E402
+from e2e_job import job_for, toml_of, write_dump  # noqa: E402
 
 from webtext import build  # noqa: E402
 from webtext.extract.sandbox import ExtractSettings, skip_unkept_metadata  # noqa: E402
@@ -54,34 +53,20 @@ HOSTS = 50
 SETTINGS = ExtractSettings().kwargs()
 
 
-def write_dump(path: Path, urls: list[str]) -> None:
-    lines = [orjson.dumps({"id": f"b{i:06x}", "url": u, "score": 5, "is_self": False, "over_18": False,
-                           "subreddit": "bench", "created_utc": 1_420_070_400 + i, "title": "t"})
-             for i, u in enumerate(urls)]
-    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=31)
-    path.write_bytes(zstandard.ZstdCompressor(compression_params=params).compress(b"\n".join(lines) + b"\n"))
+def tree_environment(tree: Path) -> tuple[dict, Path]:
+    """(environment, working directory) under which `python -m webtext.cli` runs the code of `tree`:
+    `python -m` puts the working directory first on sys.path, before PYTHONPATH, so it runs in the tree."""
+    return {**os.environ, "PYTHONPATH": str(tree)}, tree
 
 
-def job_for(root: Path, dump: Path, address: str, workers: int) -> dict:
-    return {
-        "job": {"output": str(root), "runner": "direct", "workers": workers},
-        "links": {"input": [str(dump)], "before": "none"},
-        "fetch": {"allow_network": [f"{address}/32"], "resolve": [f"*.test={address}"], "host_delay": 0,
-                  "timeout": 10, "retries": 0},
-        "extract": {},
-        "dedup": {},
-        "tokenizer": {"vocab_size": 4096},
-        "encode": {"val_fraction": 0.01},
-    }
-
-
-def toml_of(job: dict) -> str:
-    """The job as a TOML job file (its values are strings, numbers and lists of strings)."""
-    def value(v):
-        return json.dumps(v) if isinstance(v, (str, list)) else str(v)
-
-    return "".join(f"[{table}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in fields.items()) + "\n"
-                   for table, fields in job.items())
+def check_tree(tree: Path) -> None:
+    """Fail unless a process started as `fresh_build` starts it imports `tree`'s webtext."""
+    env, cwd = tree_environment(tree)
+    found = subprocess.run([sys.executable, "-c", "import webtext; print(webtext.__file__)"], cwd=cwd, env=env,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    if not Path(found).resolve().is_relative_to(tree.resolve()):
+        raise RuntimeError(f"a build of {tree} would import {found}")
+    print(f"{tree}: runs {found}", file=sys.stderr)
 
 
 def fresh_build(job: dict, work: Path, tree: Path | None = None) -> dict:
@@ -91,13 +76,12 @@ def fresh_build(job: dict, work: Path, tree: Path | None = None) -> dict:
     job_file = work / "job.toml"
     job_file.write_text(toml_of(job))
     if tree is None:
-        command, env = [str(Path(sys.executable).with_name("webtext"))], None
+        command, env, cwd = [str(Path(sys.executable).with_name("webtext"))], None, None
     else:
-        command = [sys.executable, "-m", "webtext.cli"]
-        env = {**os.environ, "PYTHONPATH": str(tree)}
+        command, env, cwd = [sys.executable, "-m", "webtext.cli"], *tree_environment(tree)
     with open(work / "build.out", "wb") as out, open(work / "build.err", "wb") as err:
         status = subprocess.run([*command, "build", "--job", str(job_file)], stdout=out, stderr=err,
-                                env=env).returncode
+                                env=env, cwd=cwd).returncode
     if status:
         raise RuntimeError(f"fresh build failed ({status}):\n{(work / 'build.err').read_text()[-3000:]}")
     return json.loads((Path(job["job"]["output"]) / "report.json").read_text())
@@ -195,6 +179,8 @@ def main() -> int:
             old_tree = Path(tmp) / "baseline"
             subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(old_tree), args.baseline],
                            check=True, capture_output=True)
+            check_tree(REPO)
+            check_tree(old_tree)
         urls = [web.url(f"host{i % HOSTS}.test", web.page_path(i)) for i in range(n)]
         urls += [web.url(f"host{(i + 1) % HOSTS}.test", web.page_path(i)) for i in range(args.duplicates)]
         dump = Path(tmp) / "RS_bench.zst"
@@ -219,15 +205,16 @@ def main() -> int:
                     side_report = fresh_build(job, Path(tmp), tree)
                     took = time.perf_counter() - t0
                     if side == "new":
-                        report, new_took = side_report, took
+                        report = side_report
+                        builds.append(took)
                     else:
                         baseline_builds.append(took)
-                start = time.perf_counter() - new_took
             elif args.fresh:
                 report = fresh_build(job, Path(tmp))
             else:
                 report = build.build(job, runner_overrides={}, log=stage_cpu)
-            builds.append(time.perf_counter() - start)
+            if not args.baseline:
+                builds.append(time.perf_counter() - start)
             cpu2 = busy_cpu_seconds()
             if cpu0 is not None and not args.baseline:  # a baseline build would count as this one's
                 ceiling_cpu.append(cpu1 - cpu0)

@@ -29,17 +29,26 @@ Two scenarios:
         default job under webtext/jobs/). The demo serves its sample web on its fixed port 8765 when that
         port is free, else on a random one, which would change every URL: before each side the script
         waits until 8765 can be bound the way the demo probes it (the previous demo's connections linger
-        in TIME_WAIT for up to a minute) and checks that both demos said they used the same port. The
-        dump the demo writes goes into `_build.json` fingerprints with its mtime, so the second side's
-        output root starts with the first side's dump (same bytes, same mtime): the demo rewrites it only
-        if its own would differ, and then the dump and every fingerprint differ. Compared: everything under
-        the output root but the training run (run-demo/).
+        in TIME_WAIT for up to a minute) and checks that both demos said they used the same port. Each side's
+        demo writes its own dump (OUTPUT/dumps/RS_2015-01.zst), compared byte for byte like any file. Its
+        mtime goes into the links stage's `_build.json` (`inputs`) and so into every stage's fingerprint,
+        which is why the demo's _build.json files (only they) have those masked (below); the e2e scenario's
+        dump, outside the output root and shared by both sides, leaves every fingerprint compared as is.
+        (Seeding the after side with the before side's dump would hide how the after side compresses it.)
+        Compared: everything under the output root but the training run (run-demo/).
 
 What differs between two runs of the same code, and is normalised (found by running HEAD against HEAD;
-nothing else is):
-  * *.json (_build.json, _stats.json, report.json, fetch/_runs/*.json, manifest.json, tokenizer_meta.json):
-    parsed; the keys JSON_VOLATILE (started_at, duration_s, seconds) dropped at any depth; the rest, key
-    order included, must be equal.
+nothing else is). Files whose bytes are equal are "identical"; only the files below are then looked into:
+  * JSON files: the raw texts (as written with indent 2, each key on its own line), with the value at each
+    of these places replaced by `#` if it is a JSON string (started_at) or number (the others), must be
+    equal byte for byte, so formatting, key order and number formats count; a value of another kind, or
+    the same key at any other place (inside `config`, say), is compared as is (JSON_VOLATILE):
+      */_stats.json: started_at, duration_s (top level)     */_build.json: seconds (top level)
+      report.json: stages.*.seconds                         fetch/_runs/*.json: started_at (top level)
+      shards/manifest.json, tokenizer/tokenizer_meta.json: upstream.started_at, upstream.duration_s
+    demo only (DUMP_MTIME_VOLATILE): */_build.json's fingerprint and upstream (top level) and the mtime, the
+    third item, of each entry of inputs; the stage, argv and the dump's path and size still count.
+    Any other JSON file (tokenizer.json) byte for byte.
   * report.md: the seconds column of its "## Durations" table is masked; every other character must match.
   * fetch/warc/*.warc.gz: records (each its own gzip member) compared without WARC_VOLATILE (WARC-Date:
     the fetch time; WARC-Record-ID, WARC-Concurrent-To: random ids; WARC-Block-Digest: covers the HTTP
@@ -47,14 +56,19 @@ nothing else is):
     recomputed and must match their blocks, and each request's WARC-Concurrent-To must name a response of
     its file. A host group's fetch threads append exchanges in the order they finish, so the records may
     come in another order (said so); the same records, as a multiset, must be in the same file.
-  * fetch/log-*.parquet: schema (with metadata), row and row-group counts, then row by row every column
-    but FETCH_LOG_VOLATILE (elapsed_s, fetched_at); warc_offset and warc_length (which move with the record
-    order and compressed size) are replaced by whether they point at a response record with the row's
-    final_url and payload_digest in the row's warc_file.
-  * */errors-*.parquet: as above, with the WARC offset in `detail` ("(FILE.warc.gz @ OFFSET)") masked.
-  * Any other file (other Parquet files, the Arrow shards, the dump): byte for byte.
+  * fetch/log-*.parquet: the footer: writer, format version, Parquet and Arrow schema, key-value metadata,
+    row count and rows of each row group, and of each column chunk its type, value count, compression,
+    encodings, dictionary page, page indexes, bloom filter and statistics (but sizes and offsets, and the
+    min/max of the volatile columns below); the bytes of every chunk (its pages) of every other column;
+    then row by row every column but FETCH_LOG_VOLATILE (elapsed_s, fetched_at); warc_offset and
+    warc_length (which move with the record order and compressed size) are replaced by whether they point
+    at a response record with the row's final_url and payload_digest in the row's warc_file.
+  * */errors-*.parquet: as above, the volatile column being `detail`, whose WARC offset
+    ("(FILE.warc.gz @ OFFSET)") is masked.
+  * Any other file (every other Parquet file, the Arrow shards, the dump): byte for byte.
 One line per file: identical / identical after normalising (and what was) / DIFFERENT (the first differing
-byte, JSON key, Parquet row and column, WARC record and header, or report line, or only on one side).
+byte, JSON or report line, Parquet footer field, column chunk or row and column, WARC record and header,
+or only on one side).
 """
 
 from __future__ import annotations
@@ -64,7 +78,6 @@ import base64
 import collections
 import hashlib
 import importlib.util
-import json
 import multiprocessing
 import os
 import re
@@ -78,6 +91,7 @@ import zlib
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from e2e_job import job_for, toml_of, write_dump
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES_DIR = REPO.parent / "shared" / "data" / "web" / "trafilatura-eval"
@@ -85,10 +99,29 @@ PYTHON = sys.executable
 HOSTS = 50  # as bench/e2e.py
 
 # What differs between two runs of the same code (found by comparing HEAD with HEAD); nothing else is normalised.
-JSON_VOLATILE = {"started_at", "duration_s", "seconds"}   # keys dropped at any depth of any JSON file
+# JSON: (the files, as a pattern on the path under the output root) -> the places (key paths, "*" any key or
+# list index) whose values are masked in the raw text, and the kind of value masked there (TEXT a JSON string,
+# NUMBER a JSON number): anything else at those places, or anywhere else, is compared byte for byte.
+TEXT, NUMBER = r'"(?:[^"\\]|\\.)*"', r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?"
+JSON_VOLATILE = [
+    (r"[^/]+/_stats\.json", {("started_at",): TEXT, ("duration_s",): NUMBER}),
+    (r"[^/]+/_build\.json", {("seconds",): NUMBER}),
+    (r"report\.json", {("stages", "*", "seconds"): NUMBER}),
+    (r"fetch/_runs/[^/]+\.json", {("started_at",): TEXT}),
+    # the upstream stage's _stats.json, which the manifest and the tokenizer's meta record
+    (r"shards/manifest\.json|tokenizer/tokenizer_meta\.json",
+     {("upstream", "started_at"): TEXT, ("upstream", "duration_s"): NUMBER}),
+]
+# demo only (each side writes its own dump, see the docstring): in _build.json the dump's mtime in the links
+# stage's `inputs` ([path, size, mtime]) and the fingerprints hashed from it, every stage's `fingerprint` and
+# `upstream` (the previous stage's fingerprint)
+DUMP_MTIME_VOLATILE = (r"[^/]+/_build\.json",
+                       {("fingerprint",): TEXT, ("upstream",): TEXT, ("inputs", "*", 2): NUMBER})
 WARC_VOLATILE = {"WARC-Date", "WARC-Record-ID", "WARC-Concurrent-To", "WARC-Block-Digest"}  # record headers
 HTTP_VOLATILE = {"Date"}                                   # the response's HTTP header: the server's clock
 FETCH_LOG_VOLATILE = {"elapsed_s", "fetched_at"}           # columns of fetch/log-*.parquet
+FETCH_LOG = re.compile(r"fetch/log-[^/]*\.parquet")      # the only Parquet files whose rows are normalised,
+ERRORS = re.compile(r"[^/]+/errors-[^/]*\.parquet")      # every other is compared byte for byte
 ERRORS_DETAIL_OFFSET = re.compile(r"(\.warc\.gz) @ \d+")  # "(FILE.warc.gz @ OFFSET)" in errors-*.parquet detail
 
 
@@ -163,34 +196,6 @@ def _serve(tree: Path, pages: int, conn) -> None:
     web.close()
 
 
-def write_dump(path: Path, urls: list[str]) -> None:
-    """bench/e2e.py's dump: one submission per URL, as a .zst with a 2^31 window like the published ones."""
-    import orjson
-    import zstandard
-
-    lines = [orjson.dumps({"id": f"b{i:06x}", "url": u, "score": 5, "is_self": False, "over_18": False,
-                           "subreddit": "bench", "created_utc": 1_420_070_400 + i, "title": "t"})
-             for i, u in enumerate(urls)]
-    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=31)
-    path.write_bytes(zstandard.ZstdCompressor(compression_params=params).compress(b"\n".join(lines) + b"\n"))
-
-
-def job_toml(root: Path, dump: Path, address: str, workers: int) -> str:
-    """bench/e2e.py's job (job_for), as a job file."""
-    job = {
-        "job": {"output": str(root), "runner": "direct", "workers": workers},
-        "links": {"input": [str(dump)], "before": "none"},
-        "fetch": {"allow_network": [f"{address}/32"], "resolve": [f"*.test={address}"], "host_delay": 0,
-                  "timeout": 10, "retries": 0},
-        "extract": {},
-        "dedup": {},
-        "tokenizer": {"vocab_size": 4096},
-        "encode": {"val_fraction": 0.01},
-    }
-    value = lambda v: json.dumps(v) if isinstance(v, (str, list)) else str(v)  # noqa: E731
-    return "".join(f"[{t}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in f.items()) + "\n" for t, f in job.items())
-
-
 def run_e2e(sides: list[Side], scratch: Path, args) -> dict[str, Path]:
     after_tree = sides[-1].tree
     module = _load_webserver(after_tree)
@@ -208,7 +213,7 @@ def run_e2e(sides: list[Side], scratch: Path, args) -> dict[str, Path]:
         inputs.mkdir()
         write_dump(inputs / "RS_bench.zst", urls)
         root = scratch / "e2e-out"  # the same path for both sides
-        (inputs / "job.toml").write_text(job_toml(root, inputs / "RS_bench.zst", web.address, args.workers))
+        (inputs / "job.toml").write_text(toml_of(job_for(root, inputs / "RS_bench.zst", web.address, args.workers)))
         print(f"\n== e2e: {len(urls)} URLs ({n} real pages + {args.duplicates} duplicates) at "
               f"{web.address}:{web.port}, --workers {args.workers}")
         outputs = {}
@@ -228,7 +233,6 @@ def run_e2e(sides: list[Side], scratch: Path, args) -> dict[str, Path]:
 # Scenario 2: `webtext demo`'s sample
 
 DEMO_PORT = 8765  # webtext demo's DEMO_PORT, in both layouts; taken only when free
-DEMO_DUMP = "RS_2015-01.zst"  # the dump it writes under OUTPUT/dumps/
 
 
 def _wait_for_port(port: int, timeout: float) -> float | None:
@@ -258,10 +262,6 @@ def run_demo(sides: list[Side], scratch: Path, args) -> dict[str, Path]:
                              "and every URL in its outputs would differ. Try again later.")
         if waited >= 1:
             print(f"   (waited {waited:.0f} s for port {DEMO_PORT} to be free)")
-        if outputs:  # the dump as the first side's demo wrote it: same bytes, same mtime (see the docstring)
-            (root / "dumps").mkdir(parents=True)
-            first_dump = next(iter(outputs.values())) / "dumps" / DEMO_DUMP
-            shutil.copy2(first_dump, root / "dumps" / DEMO_DUMP)
         log = scratch / f"demo-{side.label}.log"
         jobs = side.tree / "jobs"  # named, not left to the default: 9eb4416's demo looks under webtext/jobs/
         seconds = side.webtext(["demo", "--output", str(root), "--seed", str(args.seed),
@@ -286,37 +286,62 @@ def _first_byte(a: bytes, b: bytes) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
-def _first_json_difference(a, b, path: str = "$") -> str | None:
-    if type(a) is not type(b):
-        return f"{path}: {a!r:.60} vs {b!r:.60}"
-    if isinstance(a, dict):
-        if list(a) != list(b):
-            if only := [k for k in a if k not in b] or [k for k in b if k not in a]:
-                return f"{path}.{only[0]}: only in {'before' if only[0] in a else 'after'}"
-            i = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
-            return f"{path}: key {i} is {list(a)[i]!r:.40} vs {list(b)[i]!r:.40} (another key order)"
-        return next((d for k in a if (d := _first_json_difference(a[k], b[k], f"{path}.{k}"))), None)
-    if isinstance(a, list):
-        if len(a) != len(b):
-            return f"{path}: {len(a)} vs {len(b)} items"
-        return next((d for i, (x, y) in enumerate(zip(a, b, strict=True))
-                     if (d := _first_json_difference(x, y, f"{path}[{i}]"))), None)
-    return None if a == b else f"{path}: {a!r:.60} vs {b!r:.60}"
+_JSON_LINE = re.compile(r'( *)(?:"((?:[^"\\]|\\.)*)": )?(.*?)(,?)')  # a line as orjson's OPT_INDENT_2 writes
 
 
-def _without_keys(value, dropped: set[str]):
-    if isinstance(value, dict):
-        dropped.update(k for k in value if k in JSON_VOLATILE)
-        return {k: _without_keys(v, dropped) for k, v in value.items() if k not in JSON_VOLATILE}
-    if isinstance(value, list):
-        return [_without_keys(v, dropped) for v in value]
-    return value
+def _json_places(rel: str, dump_mtime: bool) -> dict[tuple, str]:
+    """The places masked in the JSON file at `rel` (JSON_VOLATILE; DUMP_MTIME_VOLATILE too if `dump_mtime`)."""
+    places: dict[tuple, str] = {}
+    for pattern, found in JSON_VOLATILE + ([DUMP_MTIME_VOLATILE] if dump_mtime else []):
+        if re.fullmatch(pattern, rel):
+            places.update(found)
+    return places
 
 
-def compare_json(a: Path, b: Path) -> tuple[str | None, str]:
-    dropped: set[str] = set()
-    x, y = (_without_keys(json.loads(p.read_bytes()), dropped) for p in (a, b))
-    return _first_json_difference(x, y), "without " + ", ".join(sorted(dropped))
+def _mask_json(text: str, places: dict[tuple, str]) -> tuple[list[str], dict[str, list[str]]]:
+    """The lines of a JSON file as written with indent 2 (every key on a line of its own), each value at one of
+    `places` replaced by `#` when it is of the place's kind; and the values masked, by place. A file written
+    another way has nothing masked (so any difference in it shows)."""
+    lines, masked, path = [], collections.defaultdict(list), []
+    for line in text.split("\n"):
+        m = _JSON_LINE.fullmatch(line)
+        if m is None or len(m.group(1)) % 2 or re.fullmatch(r" *[]}],?", line):  # a closing line: no value
+            lines.append(line)
+            continue
+        depth = len(m.group(1)) // 2
+        if depth == 0:
+            path = []
+        else:  # a key of an object, or the next item of a list (its index)
+            key = m.group(2)
+            if key is None:
+                key = path[depth - 1] + 1 if len(path) >= depth and isinstance(path[depth - 1], int) else 0
+            path = path[:depth - 1] + [None] * (depth - 1 - len(path)) + [key]
+        for place, kind in places.items():
+            if (len(place) == len(path) and all(p in ("*", q) for p, q in zip(place, path, strict=True))
+                    and re.fullmatch(kind, m.group(3))):
+                masked[".".join(map(str, place))].append(m.group(3))
+                line = line[:m.start(3)] + "#" + m.group(4)
+                break
+        lines.append(line)
+    return lines, masked
+
+
+def compare_json(a: Path, b: Path, rel: str, dump_mtime: bool = False) -> tuple[str | None, str]:
+    """Called when the bytes differ: the raw texts with the values at the file's volatile places masked."""
+    places = _json_places(rel, dump_mtime)
+    try:
+        (la, va), (lb, vb) = (_mask_json(p.read_bytes().decode("utf-8"), places) for p in (a, b))
+    except UnicodeDecodeError:
+        return "not UTF-8 (bytes differ)", ""
+    for i, (x, y) in enumerate(zip(la, lb, strict=False)):
+        if x != y:
+            return f"line {i + 1}: {x!r:.70} vs {y!r:.70}", ""
+    if len(la) != len(lb):
+        return f"{len(la)} vs {len(lb)} lines", ""
+    differing = [place for place in va if va[place] != vb[place]]
+    if not differing:  # cannot happen (same masked lines, same masked values: same bytes), but never say equal
+        return "bytes differ, masked texts equal", ""
+    return None, "the values of " + ", ".join(differing) + " masked"
 
 
 def _mask_durations(text: str) -> list[str]:
@@ -431,11 +456,10 @@ def _record_at(stage_dir: Path, warc_file: str, offset: int, length: int) -> tup
 
 
 def _parquet_rows(path: Path, rel: str) -> tuple[list[dict], str]:
-    """The rows of a Parquet file, normalised as its kind needs (FETCH_LOG_VOLATILE, the WARC pointers,
-    ERRORS_DETAIL_OFFSET), and what was normalised."""
+    """The rows of a fetch log or errors Parquet file, normalised as its kind needs (FETCH_LOG_VOLATILE, the
+    WARC pointers, ERRORS_DETAIL_OFFSET), and what was normalised."""
     rows = pq.read_table(path).to_pylist()
-    stage, name = rel.split("/")[0], rel.rsplit("/", 1)[-1]
-    if stage == "fetch" and name.startswith("log-"):
+    if FETCH_LOG.fullmatch(rel):
         for row in rows:
             for key in FETCH_LOG_VOLATILE:
                 row.pop(key)
@@ -447,42 +471,105 @@ def _parquet_rows(path: Path, rel: str) -> tuple[list[dict], str]:
                     f"points at {uri} {digest} (at {offset}+{length}), not at {row['final_url']}")
         return rows, (f"without {', '.join(sorted(FETCH_LOG_VOLATILE))}; warc_offset/warc_length replaced by "
                       "whether they point at the row's final_url and payload_digest in its WARC file")
-    if name.startswith("errors-"):
-        for row in rows:
-            if row.get("detail"):
-                row["detail"] = ERRORS_DETAIL_OFFSET.sub(r"\1 @ #", row["detail"])
-        return rows, "the WARC offsets in `detail` masked"
-    return rows, ""
+    for row in rows:
+        if row.get("detail"):
+            row["detail"] = ERRORS_DETAIL_OFFSET.sub(r"\1 @ #", row["detail"])
+    return rows, "the WARC offsets in `detail` masked"
+
+
+def _chunk(chunk, volatile: bool) -> dict:
+    """What must match in a column chunk's metadata: all but its offsets and sizes (which move with the
+    volatile values), and but the min/max statistics of a volatile column."""
+    stats = chunk.statistics
+    return {"path": chunk.path_in_schema, "type": chunk.physical_type, "values": chunk.num_values,
+            "compression": chunk.compression, "encodings": chunk.encodings,
+            "dictionary page": chunk.has_dictionary_page,
+            "column index": chunk.has_column_index, "offset index": chunk.has_offset_index,
+            "bloom filter": chunk.bloom_filter_offset is not None, "statistics": chunk.is_stats_set,
+            **({} if stats is None else {
+                "stats types": (stats.physical_type, str(stats.logical_type), stats.converted_type),
+                "null count": stats.null_count if stats.has_null_count else None,
+                "distinct count": stats.distinct_count if stats.has_distinct_count else None,
+                "min/max": None if volatile else (stats.has_min_max, stats.min, stats.max) if stats.has_min_max
+                else False})}
+
+
+def _chunk_bytes(data: bytes, chunk) -> bytes:
+    """A column chunk's pages (its dictionary page and data pages, headers included) in a Parquet file."""
+    start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+    return data[start:start + chunk.total_compressed_size]
+
+
+def _parquet_layout_difference(a: Path, b: Path, volatile: set[str]) -> str | None:
+    """How two Parquet files differ but in what the volatile columns move: writer, format, Parquet and Arrow
+    schema, key-value metadata, rows per row group, each column chunk's metadata (`_chunk`), and the bytes of
+    every chunk of a column not in `volatile` (its pages: values, encodings, page headers and statistics)."""
+    ma, mb = pq.read_metadata(a), pq.read_metadata(b)
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    for what, x, y in (("created_by", ma.created_by, mb.created_by),
+                       ("format_version", ma.format_version, mb.format_version)):
+        if x != y:
+            return f"{what} {x} vs {y}"
+    if not ma.schema.equals(mb.schema):
+        return "Parquet schemas differ"
+    if not ma.schema.to_arrow_schema().equals(mb.schema.to_arrow_schema(), check_metadata=True):
+        return "Arrow schemas differ"
+    if ma.metadata != mb.metadata:
+        xa, xb = ma.metadata or {}, mb.metadata or {}
+        key = next(k for k in sorted(xa.keys() | xb.keys()) if xa.get(k) != xb.get(k))
+        return f"footer key-value metadata {key.decode(errors='replace')!r} differs"
+    if (ma.num_rows, ma.num_row_groups) != (mb.num_rows, mb.num_row_groups):
+        return f"rows, row groups {ma.num_rows}, {ma.num_row_groups} vs {mb.num_rows}, {mb.num_row_groups}"
+    for g in range(ma.num_row_groups):
+        ga, gb = ma.row_group(g), mb.row_group(g)
+        if (ga.num_rows, ga.num_columns) != (gb.num_rows, gb.num_columns):
+            return f"row group {g}: rows, columns {ga.num_rows}, {ga.num_columns} vs {gb.num_rows}, {gb.num_columns}"
+        if ga.sorting_columns != gb.sorting_columns:
+            return f"row group {g}: sorting columns differ"
+        for c in range(ga.num_columns):
+            ca, cb = ga.column(c), gb.column(c)
+            is_volatile = ca.path_in_schema.split(".")[0] in volatile
+            x, y = _chunk(ca, is_volatile), _chunk(cb, is_volatile)
+            if x != y:
+                key = next(k for k in list(x) + list(y) if x.get(k) != y.get(k))
+                return (f"row group {g}, column chunk {ca.path_in_schema}: {key} {x.get(key)!r:.50} vs "
+                        f"{y.get(key)!r:.50}")
+            if not is_volatile and (pa_ := _chunk_bytes(data_a, ca)) != (pb_ := _chunk_bytes(data_b, cb)):
+                return (f"row group {g}, column chunk {ca.path_in_schema}: its pages differ at byte "
+                        f"{_first_byte(pa_, pb_)} (sizes {len(pa_)}, {len(pb_)})")
+    return None
 
 
 def compare_parquet(a: Path, b: Path, rel: str) -> tuple[str | None, str]:
-    ma, mb = pq.read_metadata(a), pq.read_metadata(b)
-    if not ma.schema.to_arrow_schema().equals(mb.schema.to_arrow_schema(), check_metadata=True):
-        return "schemas differ", ""
-    if (ma.num_rows, ma.num_row_groups) != (mb.num_rows, mb.num_row_groups):
-        return f"rows, row groups {ma.num_rows}, {ma.num_row_groups} vs {mb.num_rows}, {mb.num_row_groups}", ""
+    """A fetch log or errors Parquet file whose bytes differ: its footer (`_parquet_layout_difference`), then
+    its rows normalised (`_parquet_rows`) in order."""
+    volatile = FETCH_LOG_VOLATILE | {"warc_offset", "warc_length"} if FETCH_LOG.fullmatch(rel) else {"detail"}
+    if diff := _parquet_layout_difference(a, b, volatile):
+        return diff, ""
     (xa, how), (xb, _) = _parquet_rows(a, rel), _parquet_rows(b, rel)
     for i, (p, q) in enumerate(zip(xa, xb, strict=True)):
         if p != q:
             key = next(k for k in list(p) + list(q) if p.get(k) != q.get(k))
             return f"row {i}, column {key}: {p.get(key)!r:.60} vs {q.get(key)!r:.60}", ""
-    return None, how
+    return None, (how + f"; footers equal but for sizes, offsets and the min/max of {', '.join(sorted(volatile))}; "
+                  "the other columns' chunks byte for byte")
 
 
 # -- A tree ---------------------------------------------------------------------------------------------------
 
-def compare_file(before: Path, after: Path, rel: str) -> tuple[str, str]:
-    """(verdict, detail) for one file present on both sides."""
+def compare_file(before: Path, after: Path, rel: str, dump_mtime: bool = False) -> tuple[str, str]:
+    """(verdict, detail) for one file present on both sides. `dump_mtime`: the sides wrote their inputs at
+    different times (the demo), so _build.json's DUMP_MTIME_VOLATILE are masked too."""
     a, b = before / rel, after / rel
     if a.read_bytes() == b.read_bytes():
         return "identical", ""
     if rel.endswith(".json"):
-        diff, how = compare_json(a, b)
+        diff, how = compare_json(a, b, rel, dump_mtime)
     elif rel == "report.md":
         diff, how = compare_report_md(a, b)
-    elif rel.endswith(".warc.gz"):
+    elif re.fullmatch(r"fetch/warc/[^/]+\.warc\.gz", rel):
         diff, how = compare_warc(a, b)
-    elif rel.endswith(".parquet"):
+    elif FETCH_LOG.fullmatch(rel) or ERRORS.fullmatch(rel):
         diff, how = compare_parquet(a, b, rel)
     else:
         data_a, data_b = a.read_bytes(), b.read_bytes()
@@ -491,8 +578,9 @@ def compare_file(before: Path, after: Path, rel: str) -> tuple[str, str]:
     return ("DIFFERENT", diff) if diff else ("identical after normalising", how)
 
 
-def compare_trees(before: Path, after: Path) -> int:
-    """Print a line for every file under either root; the number of files that differ."""
+def compare_trees(before: Path, after: Path, dump_mtime: bool = False) -> int:
+    """Print a line for every file under either root; the number of files that differ. `dump_mtime`: see
+    `compare_file`."""
     def files(root: Path) -> set[str]:
         return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
 
@@ -501,7 +589,7 @@ def compare_trees(before: Path, after: Path) -> int:
     width = max(map(len, fa | fb), default=10)
     for rel in sorted(fa | fb):
         if rel in fa and rel in fb:
-            verdict, detail = compare_file(before, after, rel)
+            verdict, detail = compare_file(before, after, rel, dump_mtime)
         else:
             verdict, detail = "DIFFERENT", f"only in {'before' if rel in fa else 'after'}"
         differ += verdict == "DIFFERENT"
@@ -546,7 +634,7 @@ def main() -> int:
             outputs["demo"] = run_demo(sides, scratch, args)
         for name, out in outputs.items():
             print(f"\n== {name}: {out['before']} vs {out['after']}")
-            differ += compare_trees(out["before"], out["after"])
+            differ += compare_trees(out["before"], out["after"], dump_mtime=name == "demo")
         if args.keep:
             shutil.copytree(scratch, args.keep, ignore=shutil.ignore_patterns("tree-*"), dirs_exist_ok=True)
     finally:

@@ -49,12 +49,13 @@ def slow_page() -> str:
     return "<html><body>" + "".join(f"<p>Line {i}, short words.</p>" for i in range(60_000)) + "</body></html>"
 
 
-def run_extract(output: Path, *flags) -> tuple[int, dict | None]:
-    """`webtext extract --output OUTPUT FLAGS...` as the command line runs it: its exit status and the
-    `_stats.json` it wrote."""
+def run_extract(output: Path, *flags, expect: int = 0) -> tuple[int, dict | None]:
+    """`webtext extract --output OUTPUT FLAGS...` as the command line runs it, which must end with status
+    `expect`: its exit status and the `_stats.json` it wrote."""
     from webtext import cli
 
     status = cli.main(["extract", "--output", str(output), *map(str, flags)])
+    assert status == expect, f"webtext extract exited {status}, expected {expect}"
     return status, stats.read_stats(str(output))
 
 

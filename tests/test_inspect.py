@@ -86,6 +86,10 @@ def test_documents_dataset_with_errors_and_stats(stage_dirs, capsys):
     assert any("no_text" in line and "66.7%" in line for line in out.splitlines())
     assert "documents row" in out
     assert "pages" in out and "15" in out  # _stats.json counters
+    # the extract stage's own funnel, from the registry: its rows with the counts the stats give them
+    assert "funnel" in out
+    assert any(line.split()[:3] == ["│", "pages", "read"] and line.split()[-2] == "0" for line in out.splitlines())
+    assert any(line.split()[:2] == ["│", "documents"] and line.split()[-2] == "12" for line in out.splitlines())
 
 
 def test_links_like_dataset_numeric_and_list_columns(tmp_path, capsys):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import sys
 import time
 import tomllib
@@ -56,20 +57,20 @@ def load_job(path: str) -> dict:
     return job
 
 
-def _stage_parser(stage: str):
+def _stage_parser(stage: str) -> argparse.ArgumentParser:
     from webtext.cli import command_parser
 
-    parser, module = command_parser(stage)
+    parser, _ = command_parser(stage)
     for word in get_stage(stage).subcommand:  # a command with its own subcommands (tokenizer train)
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         parser = sub.choices[word]
-    return parser, module
+    return parser
 
 
 def stage_argv(stage: str, settings: dict, root: str, job_meta: dict) -> list[str]:
     """The command line a stage runs with: its wiring under the root, then its table's fields as flags
     (checked against the stage's own parser, so an unknown field is an error naming the valid ones)."""
-    parser, _ = _stage_parser(stage)
+    parser = _stage_parser(stage)
     actions = {a.dest: a for a in parser._actions if a.option_strings}
     spec = get_stage(stage)
     wiring = {flag: get_stage(upstream).output for flag, upstream in spec.reads.items()}
@@ -240,7 +241,7 @@ def dry_run(job: dict, runner_overrides: dict, log=print) -> list[dict]:
     summaries = []
     for stage in STAGE_NAMES:
         argv = stage_argv(stage, job.get(stage, {}), meta["output"], meta)
-        parser, module = command_parser(stage)
+        parser, _ = command_parser(stage)
         args = parser.parse_args(argv)
         log(f"[{stage}] webtext {stage} {' '.join(argv)}")
         if not get_stage(stage).beam:
@@ -248,7 +249,7 @@ def dry_run(job: dict, runner_overrides: dict, log=print) -> list[dict]:
             continue
         options = pipeline_options(args, stage)
         pipeline = beam.Pipeline(options=options)
-        module.graph(pipeline, args)
+        importlib.import_module(get_stage(stage).pipeline).graph(pipeline, args)
         if meta.get("runner", "direct") == "dataflow":
             summary = check_for_dataflow(pipeline, options)
         else:

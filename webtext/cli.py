@@ -107,14 +107,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The `webtext` console script. A reader that closed the pipe early (`webtext inspect DIR | head`) is not
-    an error: what is left of the output goes nowhere (Python's documented way, SIGPIPE in its docs)."""
+    """The `webtext` console script: `main`'s status. A reader that closed the pipe before the last of the
+    output was flushed (`webtext inspect DIR | head`) is not an error: what is left goes nowhere (Python's
+    documented way, see SIGPIPE in the `signal` docs); inspect does the same for what it writes as it goes."""
+    status = main()
     try:
-        status = main()
-        sys.stdout.flush()
+        if sys.stdout is not None:  # None when started with the descriptor closed (`webtext ... >&-`)
+            sys.stdout.flush()
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        status = 0
     sys.exit(status)
 
 

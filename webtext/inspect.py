@@ -19,6 +19,7 @@ import sys
 import numpy as np
 
 from webtext.runtime import datasets, fs, stats
+from webtext.runtime.stage import error
 
 EXAMPLE = """  webtext inspect out/shards
   webtext inspect out/shards --doc 0 --split val
@@ -130,8 +131,7 @@ def show_documents(directory: str, opened: dict, split: str, indices: list[int],
     total = sum(s.num_documents for s in opened.get(split, []))
     for n in indices:
         if not 0 <= n < total:
-            print(f"webtext inspect: error: --doc {n}: split {split!r} has {total:,} documents (0..{total - 1})",
-                  file=sys.stderr)
+            error("inspect", f"--doc {n}: split {split!r} has {total:,} documents (0..{total - 1})")
             return 2
         doc_id, ids = split_document(opened, split, n)
         text = bpe.decode(tok, ids[:-1])  # the last id is the end-of-text marker
@@ -286,7 +286,7 @@ def stage_funnel(stats_json: dict) -> list[tuple[str, int]] | None:
     funnel = getattr(importlib.import_module(spec.command), "funnel", None)
     try:
         return funnel(stats_json) if funnel else None
-    except (KeyError, TypeError, ValueError):  # stats of an older webtext
+    except KeyError:  # stats of an older webtext, without a field its funnel reads
         return None
 
 
@@ -321,6 +321,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    try:
+        return _inspect(args)
+    except BrokenPipeError:  # the reader left (`webtext inspect DIR | head`): the rest goes nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
     from webtext.encode import shards
     from webtext.tokenizer import bpe
 
@@ -329,23 +337,19 @@ def main(args: argparse.Namespace) -> int:
     has_manifest = fs.exists(fs.join(directory, shards.MANIFEST))
     names = dataset_names(directory)
     if not has_manifest and not names and not fs.exists(fs.join(directory, bpe.TOKENIZER_FILE)):
-        print(f"webtext inspect: error: {directory}: no token shards (manifest.json), tokenizer.json or Parquet "
-              "datasets here", file=sys.stderr)
+        error("inspect", f"{directory}: no token shards (manifest.json), tokenizer.json or Parquet datasets here")
         return 2
     if has_manifest:
         if fs.is_remote(directory):
-            print(f"webtext inspect: error: {directory}: inspect opens shards locally (copy them down first)",
-                  file=sys.stderr)
+            error("inspect", f"{directory}: inspect opens shards locally (copy them down first)")
             return 2
         try:
             manifest, opened = summarize_shards(directory, out)
         except (OSError, ValueError, KeyError) as e:
-            print(f"webtext inspect: error: {directory}: cannot read the shards ({e}); run `webtext verify "
-                  f"{directory}`", file=sys.stderr)
+            error("inspect", f"{directory}: cannot read the shards ({e}); run `webtext verify {directory}`")
             return 1
         if args.split not in opened:
-            print(f"webtext inspect: error: --split {args.split!r}: the splits are {', '.join(opened)}",
-                  file=sys.stderr)
+            error("inspect", f"--split {args.split!r}: the splits are {', '.join(opened)}")
             return 2
         if args.doc:
             rc = show_documents(directory, opened, args.split, args.doc, out, args.full)
@@ -364,6 +368,6 @@ def main(args: argparse.Namespace) -> int:
         try:
             summarize_dataset(directory, name, out, args.sample if not has_manifest else 0, args.seed)
         except (OSError, ValueError) as e:
-            print(f"webtext inspect: error: {directory}: dataset {name!r}: {e}", file=sys.stderr)
+            error("inspect", f"{directory}: dataset {name!r}: {e}")
     summarize_stats(directory, out)
     return 0

@@ -28,8 +28,9 @@ def _top(directory: str, name: str, column: str, k: int = 10, where=None) -> lis
 def collect(root: str, timings: dict | None = None) -> dict:
     timings = timings or {}
     report: dict = {"root": root, "stages": {}, "funnel": [], "drops": {}, "top_hosts": {}}
+    dirs = {spec.name: fs.join(root, spec.output) for spec in STAGES}
     for spec in STAGES:
-        stage, directory = spec.name, fs.join(root, spec.output)
+        stage, directory = spec.name, dirs[spec.name]
         st = stats.read_stats(directory) or {}
         entry = {"counters": st.get("counters", {}), "seconds": (timings.get(stage) or {}).get("seconds",
                                                                                             st.get("duration_s")),
@@ -39,13 +40,12 @@ def collect(root: str, timings: dict | None = None) -> dict:
         report["stages"][stage] = entry
         report["drops"][stage] = {k: v for k, v in entry["counters"].items() if v}
 
-    manifest_path = fs.join(root, "shards", shards.MANIFEST)
+    manifest_path = fs.join(dirs["encode"], shards.MANIFEST)
     manifest = fs.read_json(manifest_path) if fs.exists(manifest_path) else None
-    fetch_dir = fs.join(root, "fetch")
     log_rows = report["stages"]["fetch"]["rows"].get("log")
     fetched_ok = None
     if log_rows is not None:
-        log = datasets.read_table(fetch_dir, "log", columns=["error", "bytes"]).to_pylist()
+        log = datasets.read_table(dirs["fetch"], "log", columns=["error", "bytes"]).to_pylist()
         fetched_ok = sum(1 for r in log if r["error"] is None)
         report["bytes_fetched"] = sum(r["bytes"] or 0 for r in log)
         report["fetch_errors"] = dict(sorted(collections.Counter(r["error"] for r in log
@@ -70,8 +70,8 @@ def collect(root: str, timings: dict | None = None) -> dict:
                             "dtype": manifest["dtype"], "vocab_size": manifest["tokenizer"]["vocab_size"],
                             "tokenizer": manifest["tokenizer"]["fingerprint"]}
     report["funnel"] = [[name, value] for name, value in funnel if value is not None]
-    report["top_hosts"]["links"] = _top(fs.join(root, "links"), "links", "host")
-    report["top_hosts"]["documents"] = _top(fs.join(root, "dedup"), "documents", "host")
+    report["top_hosts"]["links"] = _top(dirs["links"], "links", "host")
+    report["top_hosts"]["documents"] = _top(dirs["dedup"], "documents", "host")
     return report
 
 

@@ -34,6 +34,11 @@ class Stage:
         """The module with the stage's flags and `main`."""
         return f"{self.package}.command"
 
+    @property
+    def pipeline(self) -> str:
+        """The module with the stage's Beam graph, `graph(p, args)` among it (beam stages only)."""
+        return f"{self.package}.pipeline"
+
 
 STAGES: tuple[Stage, ...] = (
     Stage("links", "Reddit submission dumps -> deduplicated outbound link table", "links",

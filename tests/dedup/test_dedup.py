@@ -3,6 +3,7 @@ import math
 import os
 import random
 
+import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -13,6 +14,7 @@ from webtext import cli
 from webtext.dedup import minhash
 from webtext.dedup.clusters import keep_order
 from webtext.dedup.config import DedupConfig
+from webtext.dedup.pipeline import RowGroups
 from webtext.dedup.schema import CLUSTERS, CLUSTERS_SCHEMA, DOCUMENTS
 from webtext.extract.schema import DOCUMENTS_SCHEMA
 from webtext.runtime import datasets
@@ -307,17 +309,33 @@ def test_bad_settings_are_refused(tmp_path, capsys):
         DedupConfig(bands=20, rows=10)
     with pytest.raises(ValueError, match="--threshold"):
         DedupConfig(threshold=1.0)
+    with pytest.raises(ValueError, match="--fn-weight"):
+        DedupConfig(fn_weight=1.5)
     docs = write_documents(tmp_path / "in", [])
     no_score = write_documents(tmp_path / "no-score", [doc_row("https://a.example/", "some text")],
                                schema=pa.schema([f for f in DOCUMENTS_SCHEMA if f.name != "score"]))
     out = str(tmp_path / "o")
     for flags, message in [(["--docs", docs, "--bands", "3"], "--bands and --rows together"),
                            (["--docs", str(tmp_path / "nowhere")], "no dataset 'documents'"),
-                           (["--docs", no_score], "lack the columns ['score']"),
-                           # datasketch's optimum for this is a single band, which MinHashLSH refuses
-                           (["--docs", docs, "--threshold", "0.99", "--fn-weight", "0.1"], "give --bands and --rows")]:
+                           (["--docs", no_score], "lack the columns ['score']")]:
         capsys.readouterr()
         assert cli.main(["dedup", "--output", out] + flags) == 2
         err = capsys.readouterr().err
         assert err.startswith("webtext dedup: error: ") and message in err, err
     assert not os.path.exists(out)   # nothing written before the input and flags are checked
+
+
+def test_an_optimum_of_one_band_is_accepted(tmp_path):
+    """datasketch's MinHashLSH refuses a single band; the stage takes the optimum as it is."""
+    assert DedupConfig(threshold=0.99, fn_weight=0.1).lsh() == (1, 128)
+    docs = write_documents(tmp_path / "in", [doc_row("https://a.example/", "some text")])
+    stats = dedup(docs, str(tmp_path / "out"), threshold=0.99, fn_weight=0.1)
+    assert (stats["config"]["bands"], stats["config"]["rows"]) == (1, 128)
+    assert stats["documents_out"] == 1
+
+
+def test_a_missing_input_is_an_error_not_an_empty_output(tmp_path):
+    """The documents are listed when the pipeline runs: an input gone by then fails the run."""
+    with pytest.raises(Exception, match="no dataset 'documents'"):
+        with beam.Pipeline("DirectRunner") as p:
+            _ = p | RowGroups(str(tmp_path / "nowhere"))

@@ -142,10 +142,13 @@ def test_lsh_params_are_the_settings_chosen_before():
         assert minhash.lsh_params(threshold, num_perm, fn_weight) == setting, (threshold, num_perm, fn_weight)
 
 
-def test_lsh_params_refused_where_datasketch_refuses_them():
-    for threshold, num_perm, fn_weight in [(0.99, 128, 0.1), (0.8, 1, 0.9), (1.0, 128, 0.9), (0.8, 128, 1.5)]:
+def test_lsh_params_given_where_datasketchs_minhashlsh_refuses_them():
+    """MinHashLSH refuses an optimum of a single band and fewer than two permutations; the stage gives the
+    setting the optimisation finds there, as it did before it asked MinHashLSH."""
+    for (threshold, num_perm, fn_weight), setting in {(0.99, 128, 0.1): (1, 128), (0.8, 1, 0.9): (1, 1)}.items():
         with pytest.raises(ValueError):
-            minhash.lsh_params(threshold, num_perm, fn_weight)
+            MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(1 - fn_weight, fn_weight))
+        assert minhash.lsh_params(threshold, num_perm, fn_weight) == setting
 
 
 def test_s_curve():

@@ -79,6 +79,7 @@ def test_round_trip_documents_to_shards_to_text(corpus, encoded):
     # The document without text is in the errors dataset, with its id and reason, not silently lost.
     errors = datasets.read_rows(str(out), "errors")
     assert [(e["source"], e["reason"]) for e in errors] == [("no-text", "missing_text")]
+    assert all(e["reason"] in schema.ERROR_REASONS for e in errors)
 
 
 def test_manifest_contract(corpus, encoded):
@@ -219,6 +220,32 @@ def test_encode_command_refuses_bad_input_before_writing(corpus, tmp_path, capsy
     err = capsys.readouterr().err
     assert err.startswith("webtext encode: error: ") and message in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_encode_command_refuses_an_unreadable_documents_file(corpus, tmp_path, capsys, monkeypatch):
+    from webtext.runtime import fs
+
+    open_read = fs.open_read
+
+    def refuse_parquet(path):
+        if path.endswith(".parquet"):
+            raise PermissionError(13, "Permission denied", path)
+        return open_read(path)
+
+    monkeypatch.setattr(fs, "open_read", refuse_parquet)  # the documents' footers cannot be read
+    out = tmp_path / "out"
+    assert cli.main(["encode", "--docs", corpus["docs"], "--tokenizer", corpus["tokenizer"],
+                     "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("webtext encode: error: ") and "Permission denied" in err and ".parquet" in err
+    assert len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_encode_without_documents_is_an_error_not_an_empty_corpus(corpus, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(FileNotFoundError, match="no dataset 'documents'"):
+        encode(str(tmp_path), corpus["tokenizer"], str(out), CONFIG, options())
+    assert not (out / shards.MANIFEST).exists()
 
 
 def test_encode_command_records_the_documents_stats_even_when_writing_beside_them(corpus, tmp_path):

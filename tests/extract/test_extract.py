@@ -11,6 +11,7 @@ from support_extract import dataset_bytes, eval_pages, expected_doc_id, run_extr
 
 from webtext import cli
 from webtext.extract import command
+from webtext.extract.schema import ERROR_REASONS
 from webtext.runtime import datasets, stats
 
 ARTICLE = ("<html><head><title>Harbour notes</title></head><body><article>"
@@ -89,6 +90,7 @@ def test_every_page_that_gives_no_document_is_counted_by_reason(fetch_run):
     assert c["documents"] == len(real) + 2
     errors = datasets.read_rows(str(tmp_path / "out"), "errors")
     assert collections.Counter(e["reason"] for e in errors) == {"binary": 1, "blank_page": 1, "warc_mismatch": 1}
+    assert {e["reason"] for e in errors} <= set(ERROR_REASONS)  # the closed set the errors dataset documents
     assert {e["source"] for e in errors if e["reason"] != "warc_mismatch"} == {"http://noise.example/",
                                                                                "http://blank.example/"}
     assert stats.read_stats(str(tmp_path / "out"))["counters"] == c
@@ -160,7 +162,7 @@ def test_a_clipped_warc_keeps_the_records_before_the_cut(tmp_path):
     data = shared_path("warc", "warcfile.warc.gz").read_bytes()
     (tmp_path / "cut.warc.gz").write_bytes(data[:len(data) // 2])
     status, result = run_extract(tmp_path / "out", "--warc", tmp_path / "cut.warc.gz", "--workers", 1,
-                                 "--min-words", 0)
+                                 "--min-words", 0, expect=1)
     assert status == 1  # damaged input
     c = result["counters"]
     assert c["error_warc_damaged"] == 1
@@ -198,6 +200,7 @@ def test_pages_the_extractor_cannot_handle_become_error_rows(tmp_path):
     errors = datasets.read_rows(str(tmp_path / "out"), "errors")
     assert [(e["source"], e["reason"]) for e in errors] == [("http://deep.example/", "extract_empty"),
                                                             ("http://slow.example/", "extract_timeout")]
+    assert {e["reason"] for e in errors} <= set(ERROR_REASONS)
     assert "1.5 s" in errors[1]["detail"] and "part-0.warc.gz" in errors[1]["detail"]
     docs = datasets.read_rows(str(tmp_path / "out"), "documents")
     assert [d["url"] for d in docs] == ["http://fine.example/"]

@@ -9,6 +9,7 @@ import time
 
 import pytest
 from support_extract import eval_pages, slow_page
+from support_processes import child_pids
 
 from webtext.extract import sandbox
 from webtext.extract.sandbox import ExtractorPool, ExtractSettings, SandboxConfig, extract_in_process
@@ -141,7 +142,7 @@ def test_skipping_metadata_fails_loudly_when_trafilatura_renames_a_helper(monkey
         sandbox.skip_unkept_metadata()   # what each child does
 
 
-def test_the_extract_stage_stops_at_start_up_when_trafilatura_renamed_a_helper(monkeypatch, tmp_path):
+def test_the_extract_stage_stops_at_start_up_when_trafilatura_renamed_a_helper(monkeypatch, tmp_path, capsys):
     """Before its pipeline is built or any child starts: one clear error, not a failure on every page."""
     import argparse
 
@@ -155,10 +156,15 @@ def test_the_extract_stage_stops_at_start_up_when_trafilatura_renamed_a_helper(m
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
     (tmp_path / "a.warc.gz").write_bytes(b"")   # never read: the stage stops before
+    earlier = tmp_path / "out" / "documents-00000-of-00001.parquet"
+    earlier.parent.mkdir()
+    earlier.write_bytes(b"an earlier run's output")
     args = parser.parse_args(["--warc", str(tmp_path / "*.warc.gz"), "--output", str(tmp_path / "out")])
-    with pytest.raises(RuntimeError, match="no metadata.extract_author"):
-        command.main(args)
+    assert command.main(args) == 2
+    err = capsys.readouterr().err
+    assert "webtext extract: error: " in err and "no metadata.extract_author" in err
     assert not built
+    assert earlier.read_bytes() == b"an earlier run's output"  # nothing of the earlier run removed
 
 
 def test_a_child_that_dies_mid_page_is_a_crash_and_is_replaced():
@@ -220,21 +226,6 @@ def test_a_page_never_waits_on_a_busy_child():
 def test_bad_config_is_refused(bad):
     with pytest.raises(ValueError):
         ExtractorPool(SandboxConfig(**bad))
-
-
-def child_pids() -> set[int]:
-    """Every process whose parent is this one, zombies (exited, not reaped) included."""
-    mine, found = os.getpid(), set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    stat = f.read()
-            except OSError:  # gone meanwhile
-                continue
-            if int(stat[stat.rindex(")") + 2:].split()[1]) == mine:
-                found.add(int(entry))
-    return found
 
 
 def test_closing_returns_at_once_and_leaves_no_child_behind():

@@ -2,8 +2,10 @@
 processes)."""
 
 import os
+import signal
 
 import pytest
+from support_processes import child_pids
 
 from webtext.runtime import processes
 
@@ -35,7 +37,7 @@ def fail_on_three(task):
 
 def die_on_two(task):
     if task == 2:
-        os._exit(9)
+        os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer ends a process
     return task
 
 
@@ -70,21 +72,6 @@ def test_a_failing_task_or_a_dying_child_stops_the_pool(fn, message):
             for task in range(6):
                 tp.submit(fn, task)
             tp.drain()
-
-
-def child_pids() -> set[int]:
-    """Every process whose parent is this one, zombies (exited, not reaped) included."""
-    mine, found = os.getpid(), set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    stat = f.read()
-            except OSError:  # gone meanwhile
-                continue
-            if int(stat[stat.rindex(")") + 2:].split()[1]) == mine:
-                found.add(int(entry))
-    return found
 
 
 def test_a_warm_up_runs_first_in_every_child_and_its_answer_is_no_result():

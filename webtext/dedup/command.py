@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from webtext.dedup import minhash
 from webtext.dedup.config import VERIFY_CHOICES, DedupConfig
-from webtext.dedup.pipeline import graph, run_passes  # noqa: F401 (graph: for `webtext build --dry-run`)
+from webtext.dedup.pipeline import run_passes
 from webtext.dedup.schema import CLUSTERS, DOCUMENTS, ERROR_REASONS, EXACT, INPUT_COLUMNS, NEAR, STAGE
 from webtext.runtime import datasets, fs
 from webtext.runtime.beam import add_runner_arguments, local_processes, pipeline_options
@@ -64,16 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Input:
-    """What `check` found: the settings, the LSH setting they give, and the input's schema (the output
-    keeps it exactly)."""
+    """What `check` found: the settings and the input's schema (the output keeps it exactly)."""
     cfg: DedupConfig
-    lsh: tuple[int, int]
     schema: pa.Schema
 
 
 def check(args: argparse.Namespace) -> Plan:
     cfg = DedupConfig.from_args(args)
-    lsh = cfg.lsh()
     paths = require_dataset(args.docs, DOCUMENTS, "extract")
     with fs.open_read(paths[0]) as f:
         schema = pq.read_schema(f)
@@ -82,11 +79,12 @@ def check(args: argparse.Namespace) -> Plan:
         raise StageError(f"{args.docs}: documents lack the columns {sorted(missing)}")
     return Plan(output=args.output, clear=(DOCUMENTS, CLUSTERS, ERRORS),
                 total=datasets.count_rows(args.docs, DOCUMENTS), unit="docs",
-                title=f"dedup: {args.docs} -> {args.output}", data=Input(cfg, lsh, schema))
+                title=f"dedup: {args.docs} -> {args.output}", data=Input(cfg, schema))
 
 
 def run(args: argparse.Namespace, plan: Plan) -> Result:
-    cfg, (bands, rows) = plan.data.cfg, plan.data.lsh
+    cfg = plan.data.cfg
+    bands, rows = cfg.lsh()
     curve = minhash.s_curve(bands, rows, sorted(set(minhash.S_CURVE_POINTS) | {cfg.threshold}))
     counters, passes = run_passes(args.docs, args.output, cfg, plan.data.schema,
                                   lambda i: pipeline_options(args, f"{STAGE}-{i}" if i else STAGE),

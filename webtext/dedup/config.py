@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 
 from webtext.dedup import components, minhash
 
@@ -52,14 +53,16 @@ class DedupConfig:
                    verify=args.verify, cc_rounds=args.cc_rounds, lsh_partitions=args.lsh_partitions)
 
     def lsh(self) -> tuple[int, int]:
-        """(bands, rows): as given, or the setting datasketch's MinHashLSH chooses for the threshold."""
+        """(bands, rows): as given, or the setting datasketch's optimisation chooses for the threshold."""
         if self.bands is not None:
             return self.bands, self.rows
-        try:
-            return minhash.lsh_params(self.threshold, self.num_perm, self.fn_weight)
-        except ValueError as e:  # e.g. an optimum of one band, which MinHashLSH refuses
-            raise ValueError(f"--threshold {self.threshold} with --num-perm {self.num_perm} and --fn-weight "
-                             f"{self.fn_weight} gives no LSH setting ({e}); give --bands and --rows") from e
+        return minhash.lsh_params(self.threshold, self.num_perm, self.fn_weight)
 
     def hasher(self) -> minhash.MinHasher:
-        return minhash.MinHasher(self.num_perm, self.seed, self.scheme)
+        """The MinHasher of these settings, made once (the sketching and the verification both ask)."""
+        return _hasher(self.num_perm, self.seed, self.scheme)
+
+
+@functools.cache  # its permutations made once per setting, not once per caller
+def _hasher(num_perm: int, seed: int, scheme: str) -> minhash.MinHasher:
+    return minhash.MinHasher(num_perm, seed, scheme)

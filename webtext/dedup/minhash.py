@@ -316,17 +316,24 @@ class MinHasher:
 @functools.cache  # the stage asks for its setting several times (its check, its pipelines, its stats)
 def lsh_params(threshold: float = THRESHOLD, num_perm: int = NUM_PERM,
                fn_weight: float = FN_WEIGHT) -> tuple[int, int]:
-    """(bands, rows) that datasketch's MinHashLSH chooses for the threshold: the setting that minimises the
-    weighted area of false positives below and false negatives above it. A ValueError where MinHashLSH
-    refuses the setting (fewer than two permutations, or an optimum of a single band)."""
-    from datasketch import MinHashLSH
+    """(bands, rows) that minimise the weighted area of false positives below and false negatives above the
+    threshold: datasketch's optimisation (the one MinHashLSH runs), computed here step for step, so that
+    the settings MinHashLSH itself refuses (an optimum of a single band, fewer than two permutations) are
+    still given. The range of threshold and fn_weight is DedupConfig's to check."""
+    from scipy.integrate import quad
 
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-    if not 0.0 <= fn_weight <= 1.0:
-        raise ValueError(f"fn_weight must be in [0, 1], got {fn_weight}")
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(1.0 - fn_weight, fn_weight))
-    return lsh.b, lsh.r
+    fp_weight = 1.0 - fn_weight
+    min_error = float("inf")
+    opt = (0, 0)
+    for b in range(1, num_perm + 1):
+        for r in range(1, int(num_perm / b) + 1):
+            fp, _ = quad(lambda s, b=b, r=r: 1 - (1 - s ** float(r)) ** float(b), 0.0, threshold)
+            fn, _ = quad(lambda s, b=b, r=r: 1 - (1 - (1 - s ** float(r)) ** float(b)), threshold, 1.0)
+            error = fp * fp_weight + fn * fn_weight
+            if error < min_error:  # strictly less: the first minimum wins
+                min_error = error
+                opt = (b, r)
+    return opt
 
 
 def candidate_probability(similarity: float, bands: int, rows: int) -> float:

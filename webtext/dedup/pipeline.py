@@ -22,7 +22,15 @@ from webtext.dedup.config import DedupConfig
 from webtext.dedup.schema import CLUSTERS, CLUSTERS_SCHEMA, DOCUMENTS, EDGES, EDGES_SCHEMA, KEPT, STAGE, WORK_DIR
 from webtext.dedup.task import keep_row_group, payload_row_group, sketch_row_group, warm_up
 from webtext.runtime import datasets, fs
-from webtext.runtime.beam import PoolMap, ReadDataset, UnpackResults, WriteDataset, WriteRuns, local_processes
+from webtext.runtime.beam import (
+    PoolMap,
+    ReadDataset,
+    UnpackResults,
+    WriteDataset,
+    WriteRuns,
+    existing_shards,
+    local_processes,
+)
 from webtext.runtime.errors import ERRORS, ERRORS_SCHEMA, error_sort_key
 from webtext.runtime.stats import BeamCounters, Count, collect_counters
 
@@ -47,7 +55,7 @@ class RowGroups(beam.PTransform):
     def expand(self, pbegin):
         return (pbegin
                 | "Dir" >> beam.Create([self.docs_dir])
-                | "Paths" >> beam.FlatMap(datasets.shard_paths, DOCUMENTS)
+                | "Paths" >> beam.FlatMap(existing_shards, DOCUMENTS)
                 | "RowGroups" >> beam.FlatMap(datasets.row_groups)
                 | "Spread" >> beam.Reshuffle())
 

@@ -14,7 +14,6 @@ INPUT_COLUMNS = ("doc_id", "url", "text", "score")   # what the stage needs of i
 
 # The `reason` column of the clusters table.
 KEPT, EXACT, NEAR = "kept", "exact_duplicate", "near_duplicate"
-REASONS = (KEPT, EXACT, NEAR)
 # The `reason` column of the errors dataset.
 ERROR_REASONS = ("missing_doc_id", "missing_text", "duplicate_doc_id")
 

@@ -13,14 +13,13 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
-from tokenizers import Tokenizer
-
 from webtext.encode import shards
-from webtext.encode.pipeline import encode, graph, read_tokenizer  # noqa: F401 (graph: `webtext build --dry-run`)
+from webtext.encode.pipeline import encode, read_tokenizer
 from webtext.encode.plan import BATCH_BYTES, TOKENS_VIA, EncodeConfig, tokens_via
 from webtext.encode.schema import DOCUMENTS, SEED, SHARD_TOKENS, STAGE, VAL_FRACTION
 from webtext.runtime import datasets, fs, stats
 from webtext.runtime.beam import add_runner_arguments, pipeline_options
+from webtext.runtime.errors import ERRORS
 from webtext.runtime.stage import Plan, Result, StageError, require_dataset, run_command
 from webtext.tokenizer import bpe
 
@@ -57,22 +56,18 @@ class Inputs:
 
 def check(args: argparse.Namespace) -> Plan:
     config = EncodeConfig.of(args)
-    require_dataset(args.docs, DOCUMENTS, "dedup")
-    total = datasets.count_rows(args.docs, DOCUMENTS)
-    options = pipeline_options(args, STAGE)
     try:
-        tokenizer_json = read_tokenizer(args.tokenizer)
-        tok = Tokenizer.from_str(tokenizer_json)
-    except ValueError:  # not UTF-8: its own message says so
-        raise
+        total = datasets.count_rows(args.docs, DOCUMENTS)  # from the footers; None: no such dataset
+        if total is None:
+            require_dataset(args.docs, DOCUMENTS, "dedup")  # raises the StageError that names dedup
+        options = pipeline_options(args, STAGE)
+        tokenizer_json = read_tokenizer(args.tokenizer)  # not UTF-8: a ValueError that says so
     except OSError as e:
         raise StageError(e) from e
-    except Exception as e:  # tokenizers raises a bare Exception for a file it cannot parse
-        raise StageError(f"{args.tokenizer}: not a readable tokenizer ({str(e).splitlines()[0][:200]})") from e
-    bpe.eot_id(tok)
+    bpe.eot_id(bpe.parse(tokenizer_json, args.tokenizer))
     # Read before the run begins: `--docs` may be the output directory, whose `_stats.json` the run removes.
     upstream = stats.read_stats(args.docs)
-    return Plan(output=args.output, total=total, unit="docs", title=f"encode -> {args.output}",
+    return Plan(output=args.output, clear=(ERRORS,), total=total, unit="docs",
                 data=Inputs(config, options, tokenizer_json, upstream))
 
 

@@ -36,7 +36,7 @@ from webtext.encode.plan import (
 )
 from webtext.encode.schema import DOCUMENTS, ORDER_BUCKETS, RUNS_DIR, STAGE
 from webtext.runtime import datasets, fs, progress, stats
-from webtext.runtime.beam import GroupByShard, WriteDataset, _every_shard
+from webtext.runtime.beam import GroupByShard, WriteDataset, existing_shards
 from webtext.runtime.errors import ERRORS, ERRORS_SCHEMA, error_sort_key
 from webtext.tokenizer import bpe
 
@@ -296,9 +296,9 @@ class WriteShard(beam.DoFn):
                       "bytes": data.size, "sha256": hashlib.sha256(memoryview(data)).hexdigest()}
 
 
-def shard_keys(plan: dict) -> list:
-    """((split, index), None) for every shard of the plan, empty ones included."""
-    return _every_shard(plan["shards"])
+def shard_keys(plan: dict) -> list[tuple[str, int]]:
+    """(split, index) of every shard of the plan, empty ones included."""
+    return [(split, i) for split, (_, n) in sorted(plan["shards"].items()) for i in range(n)]
 
 
 class EncodeShards(beam.PTransform):
@@ -316,7 +316,7 @@ class EncodeShards(beam.PTransform):
         # Row groups, not rows, are the elements: a document never becomes a Beam element of its own.
         encoded = (pbegin
                    | "Dir" >> beam.Create([self.docs_dir])
-                   | "Paths" >> beam.FlatMap(datasets.shard_paths, DOCUMENTS)
+                   | "Paths" >> beam.FlatMap(existing_shards, DOCUMENTS)
                    | "RowGroups" >> beam.FlatMap(datasets.row_groups)
                    | "Reshuffle" >> beam.Reshuffle()
                    | "Encode" >> beam.ParDo(EncodeRowGroups(self.tokenizer_path, runs_dir, cfg.seed,
@@ -328,7 +328,7 @@ class EncodeShards(beam.PTransform):
         plan_side = beam.pvalue.AsSingleton(plan)
         written = (runs
                    | "Route" >> beam.FlatMap(route, plan_side, threshold)
-                   | "GroupByShard" >> GroupByShard(plan, shards_of=shard_keys)
+                   | "GroupByShard" >> GroupByShard(plan, keys_of=shard_keys)
                    | "WriteShards" >> beam.ParDo(WriteShard(self.output_dir, self.dtype), plan=plan_side))
         return written, encoded[ERRORS]
 
@@ -360,7 +360,9 @@ def _no_manifest(entries) -> None:
 
 
 def remove_outputs(output_dir: str) -> None:
-    """Delete an earlier run's outputs (manifest first: without it the directory reads as unfinished)."""
+    """Delete an earlier run's outputs (manifest first: without it the directory reads as unfinished).
+    `_stats.json` and the errors dataset too, which the command's `run_command` has removed already: `encode`
+    is also called without it (tests, bench/encode.py), and then nothing else would."""
     fs.delete([p for p in [fs.join(output_dir, shards.MANIFEST)] if fs.exists(p)])
     stale = fs.glob_or_empty(fs.join(output_dir, "*.arrow"))
     fs.delete([p for p in stale if shards.SHARD_RE.match(p.rsplit("/", 1)[-1])])

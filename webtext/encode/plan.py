@@ -16,6 +16,8 @@ from webtext.encode import shards
 from webtext.encode.schema import (
     DOCUMENTS,
     MAX_HASH,
+    MISSING_DOC_ID,
+    MISSING_TEXT,
     ORDER_BITS,
     ORDER_BUCKETS,
     SEED,
@@ -247,11 +249,11 @@ def check_row(row: dict, count) -> dict | None:
     """An error row for a document that cannot be encoded, else None."""
     doc_id, text = row.get("doc_id"), row.get("text")
     if not isinstance(doc_id, str) or not doc_id:
-        count("error_missing_doc_id")
-        return error_row(STAGE, DOCUMENTS, None, "missing_doc_id", "document without a doc_id", text)
+        count(f"error_{MISSING_DOC_ID}")
+        return error_row(STAGE, DOCUMENTS, None, MISSING_DOC_ID, "document without a doc_id", text)
     if not isinstance(text, str):
-        count("error_missing_text")
-        return error_row(STAGE, doc_id, None, "missing_text", "document without text")
+        count(f"error_{MISSING_TEXT}")
+        return error_row(STAGE, doc_id, None, MISSING_TEXT, "document without text")
     return None
 
 

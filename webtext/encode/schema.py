@@ -5,7 +5,9 @@ from __future__ import annotations
 
 STAGE = "encode"
 DOCUMENTS = "documents"         # the dataset it reads (extract's or dedup's)
-ERROR_REASONS = ("missing_doc_id", "missing_text")
+MISSING_DOC_ID = "missing_doc_id"  # the error reasons: a document without an id ...
+MISSING_TEXT = "missing_text"      # ... or without text
+ERROR_REASONS = (MISSING_DOC_ID, MISSING_TEXT)
 
 VAL_FRACTION = 0.0005           # nanoGPT's OpenWebText split
 SHARD_TOKENS = 100_000_000      # a few hundred shards for a WebText-sized corpus

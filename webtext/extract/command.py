@@ -16,23 +16,21 @@ import argparse
 
 import apache_beam as beam
 
-from webtext.extract.filters import FILTERS, MAX_WORDS, MIN_WORDS, FilterConfig, load_language_identifier
+from webtext.extract.filters import FILTERS, MAX_WORDS, MIN_WORDS, load_language_identifier
 from webtext.extract.pages import MAX_HTML_BYTES
-from webtext.extract.pipeline import build_pipeline, graph  # noqa: F401  (graph: `webtext build --dry-run`)
+from webtext.extract.pipeline import build_pipeline, configs_from_args
 from webtext.extract.sandbox import (
     FAVOR,
     MEMORY_MB,
     RECYCLE_AFTER,
     TIMEOUT_S,
-    ExtractSettings,
-    SandboxConfig,
     check_unkept_metadata,
 )
 from webtext.extract.schema import DOCUMENTS, FETCH_LOG, ROWS_PER_SHARD, STAGE
 from webtext.runtime import fs, stats
-from webtext.runtime.beam import add_runner_arguments, is_direct, local_processes, pipeline_options
+from webtext.runtime.beam import add_runner_arguments, is_direct, pipeline_options
 from webtext.runtime.errors import ERRORS
-from webtext.runtime.stage import Plan, Result, require_dataset, run_command
+from webtext.runtime.stage import Plan, Result, StageError, require_dataset, run_command
 
 EXAMPLE = """\
   webtext extract --fetch out/fetch --output out/documents
@@ -83,18 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_runner_arguments(parser)
 
 
-def configs_from_args(args: argparse.Namespace) -> tuple[SandboxConfig, FilterConfig]:
-    sandbox = SandboxConfig(processes=args.extract_processes or local_processes(args),
-                            timeout_s=args.extract_timeout, recycle_after=args.recycle_after,
-                            memory_mb=args.extract_memory_mb, max_html_chars=args.max_html_bytes,
-                            settings=ExtractSettings(favor=args.favor, include_tables=not args.no_tables))
-    filters = FilterConfig(min_words=args.min_words, max_words=args.max_words,
-                           boilerplate_lines=not args.keep_boilerplate_lines, repetition=args.repetition,
-                           max_symbol_ratio=args.max_symbol_ratio, languages=args.languages)
-    return sandbox, filters
-
-
 def check(args: argparse.Namespace) -> Plan:
+    try:  # a trafilatura whose metadata helpers the children replace has changed: stop before writing anything
+        check_unkept_metadata()
+    except RuntimeError as e:
+        raise StageError(str(e)) from None
     sandbox, filters = configs_from_args(args)
     warc_paths = fs.glob(args.warc) if args.warc else None
     if args.fetch:
@@ -106,8 +97,6 @@ def check(args: argparse.Namespace) -> Plan:
 
 def run(args: argparse.Namespace, plan: Plan) -> Result:
     sandbox, filters, warc_paths = plan.data
-    # A trafilatura whose metadata helpers the children replace has changed: stop now, not on every page.
-    check_unkept_metadata()
     if is_direct(args):
         # The language model loads while the pipeline reads and groups the fetch log.
         load_language_identifier()
@@ -122,23 +111,19 @@ def run(args: argparse.Namespace, plan: Plan) -> Result:
               "recycle_after": sandbox.recycle_after, "extract_memory_mb": sandbox.memory_mb,
               "favor": sandbox.settings.favor, "include_tables": sandbox.settings.include_tables,
               "filters": filters.config(), "rows_per_shard": args.rows_per_shard}
+    damaged = counters.get("error_warc_damaged", 0)
     return Result(counters, config, notes=notes(counters, args.output),
-                  status=1 if counters.get("error_warc_damaged") else 0)
+                  errors=[f"{damaged} damaged WARC records or files (their good records were used)"] if damaged else [])
 
 
 def notes(counters: dict, output: str) -> list[str]:
-    """What was not extracted, by reason, and damaged input (an error of the run: exit status 1)."""
-    lines = []
+    """What was not extracted, by reason."""
     errors = {k[len("error_"):]: v for k, v in counters.items() if k.startswith("error_")}
     failed = {k: v for k, v in counters.items() if k.startswith("extract_") and k != "extract_ok"}
-    if errors or failed:
-        listed = ", ".join(f"{k} {v:,}" for k, v in sorted({**errors, **failed}.items()))
-        lines.append(f"not extracted: {listed}: see the errors dataset in {output}")
-    damaged = counters.get("error_warc_damaged", 0)
-    if damaged:
-        lines.append(f"webtext {STAGE}: error: {damaged} damaged WARC records or files (their good records were "
-                     "used)")
-    return lines
+    if not (errors or failed):
+        return []
+    listed = ", ".join(f"{k} {v:,}" for k, v in sorted({**errors, **failed}.items()))
+    return [f"not extracted: {listed}: see the errors dataset in {output}"]
 
 
 def funnel(written: dict) -> list[tuple[str, int]]:

@@ -5,11 +5,9 @@ HTML page, how it is cut and decoded, and the document row a page becomes. Count
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 
 from webtext.extract.sandbox import MAX_HTML_CHARS
-
-Count = Callable[..., None]
+from webtext.runtime.stats import Count
 
 MAX_HTML_BYTES = MAX_HTML_CHARS  # body bytes read per page; the rest is cut before decoding (counted)
 SNIFF_BYTES = 1024               # body prefix checked for binary signatures

@@ -20,11 +20,11 @@ from webtext.extract.pages import (
     keep_fetched,
     page,
 )
-from webtext.extract.sandbox import ExtractorPool, SandboxConfig
+from webtext.extract.sandbox import ExtractorPool, ExtractSettings, SandboxConfig
 from webtext.extract.schema import DOCUMENTS, DOCUMENTS_SCHEMA, FETCH_LOG, STAGE
 from webtext.links import urls
 from webtext.runtime import fs, progress, stats, warc
-from webtext.runtime.beam import ReadDataset, WriteDataset
+from webtext.runtime.beam import ReadDataset, WriteDataset, local_processes
 from webtext.runtime.errors import ERRORS, ERRORS_SCHEMA, error_row, error_sort_key
 
 READ_SPAN_BYTES = 64 * 1024 * 1024  # a WARC file is read in spans this long: the unit of parallel work
@@ -288,10 +288,19 @@ def build_pipeline(p: beam.Pipeline, output_dir: str, *, fetch_dir: str | None, 
          | "WriteErrors" >> WriteDataset(output_dir, ERRORS, ERRORS_SCHEMA, error_sort_key))
 
 
+def configs_from_args(args: argparse.Namespace) -> tuple[SandboxConfig, FilterConfig]:
+    sandbox = SandboxConfig(processes=args.extract_processes or local_processes(args),
+                            timeout_s=args.extract_timeout, recycle_after=args.recycle_after,
+                            memory_mb=args.extract_memory_mb, max_html_chars=args.max_html_bytes,
+                            settings=ExtractSettings(favor=args.favor, include_tables=not args.no_tables))
+    filters = FilterConfig(min_words=args.min_words, max_words=args.max_words,
+                           boilerplate_lines=not args.keep_boilerplate_lines, repetition=args.repetition,
+                           max_symbol_ratio=args.max_symbol_ratio, languages=args.languages)
+    return sandbox, filters
+
+
 def graph(p: beam.Pipeline, args: argparse.Namespace) -> None:
     """The stage's pipeline, built from its flags without touching any output (`webtext build --dry-run`)."""
-    from webtext.extract.command import configs_from_args
-
     sandbox, filters = configs_from_args(args)
     build_pipeline(p, args.output, fetch_dir=args.fetch, warc_paths=fs.glob(args.warc) if args.warc else None,
                    sandbox=sandbox, filters=filters, max_html_bytes=args.max_html_bytes,

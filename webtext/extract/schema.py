@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from webtext.fetch.schema import LOG as FETCH_LOG  # noqa: F401  (the dataset `--fetch` reads)
+
 STAGE = "extract"
 DOCUMENTS = "documents"
-FETCH_LOG = "log"                # the fetch stage's dataset that `--fetch` reads
 ROWS_PER_SHARD = 50_000          # documents per Parquet file by default: bounds the memory of a shard's sort
 
 # The `reason` column of the errors dataset.

@@ -41,9 +41,8 @@ from webtext.fetch.pipeline import (
     LOG_ROWS_PER_SHARD,
     FetchConfig,
     build_pipeline,
-    graph,  # noqa: F401  (`webtext build --dry-run` asks the command for it)
 )
-from webtext.fetch.schema import FETCHED, LINKS, LOG, PARTS_DIR, RUNS_DIR, STAGE, STAGING_DIR, WARC_DIR
+from webtext.fetch.schema import FETCHED, LINKS, PARTS_DIR, RUNS_DIR, STAGE, WARC_DIR
 from webtext.runtime import datasets, fs, stats, warc
 from webtext.runtime.beam import add_runner_arguments, pipeline_options
 from webtext.runtime.errors import ERRORS
@@ -130,8 +129,7 @@ def run(args: argparse.Namespace, plan: Plan) -> Result:
         fs.makedirs(d)
     previous = resume.prepare_resume(out)
     fs.write_json(fs.join(out, RUNS_DIR, f"r{number:04d}.json"),
-                  {"run": number, "started_at": stats.Timer().started_at, "config": _config_dict(config.crawl)})
-    datasets.remove_dataset(fs.join(out, STAGING_DIR), LOG)
+                  {"run": number, "started_at": plan.started_at, "config": _config_dict(config.crawl)})
 
     with beam.Pipeline(options=pipeline_options(args, STAGE)) as p:
         build_pipeline(p, config, number, previous)

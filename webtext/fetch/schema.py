@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from webtext.links.schema import LINKS  # noqa: F401  (the dataset it reads)
+
 STAGE = "fetch"
-LINKS = "links"              # the dataset it reads (written by `webtext links`)
 LOG = "log"                  # the fetch log
 LINK_FIELDS = ("score", "num_submissions", "subreddits", "first_created_utc")  # passed through from the link
 

@@ -20,7 +20,7 @@ import argparse
 import datetime as dt
 
 from webtext.links import urls
-from webtext.links.pipeline import ROWS_PER_SHARD, graph, run_pipeline  # noqa: F401  (graph: build --dry-run)
+from webtext.links.pipeline import ROWS_PER_SHARD, run_pipeline
 from webtext.links.rules import BEFORE, KARMA_RULES, MIN_KARMA, rules_from_args
 from webtext.links.schema import DROP_REASONS, LINKS, STAGE
 from webtext.runtime import datasets, fs
@@ -105,9 +105,8 @@ def run(args: argparse.Namespace, plan: Plan) -> Result:
     errors = sum(v for k, v in counters.items() if k.startswith("error_"))
     if errors:
         notes.append(f"{errors:,} lines could not be used: see the errors dataset in {args.output}")
-    notes += [f"webtext {STAGE}: error: damaged input: {detail}" for detail in damaged]
     return Result(counters, {"inputs": paths, **rules.config()}, extra={"damaged_files": damaged}, notes=notes,
-                  status=1 if damaged else 0)
+                  errors=[f"damaged input: {detail}" for detail in damaged])
 
 
 def funnel(stats: dict) -> list[tuple[str, int]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import apache_beam as beam
@@ -127,26 +127,26 @@ _WHEEL: str | None = None
 
 
 class _PoolMap(beam.DoFn):
-    """The DoFn of `PoolMap`. Its pool lives for one bundle: made when the bundle starts, drained and closed
-    (its children stopped and reaped) when it finishes, so a finished step holds no idle processes and their
-    memory while the pipeline's later steps run; `teardown`, which Beam's in-memory DirectRunner calls for
-    every DoFn when the pipeline ends, failed or not, closes a pool a failed bundle left."""
+    """The DoFn of `PoolMap`. Its pool lives for one bundle: made at the bundle's first task (an empty bundle
+    starts no process), drained and closed (its children stopped and reaped) when the bundle finishes, so a
+    finished step holds no idle processes and their memory while the pipeline's later steps run;
+    `teardown`, which Beam's in-memory DirectRunner calls for every DoFn when the pipeline ends, failed or
+    not, closes a pool a failed bundle left."""
 
     def __init__(self, fn, processes: int, args: tuple, prepare, warm_up):
         self.fn, self.processes, self.args, self.prepare, self.warm_up = fn, processes, args, prepare, warm_up
         self.pool = None
 
-    def start_bundle(self):
-        self.pool = TaskPool(self.processes, self.warm_up)
-        # Side inputs are the same for every task of a batch pipeline's bundle: prepared once.
-        self.side_args = None
-
     def process(self, task, *side):
-        if self.side_args is None:
+        if self.pool is None:
+            self.pool = TaskPool(self.processes, self.warm_up)
+            # Side inputs are the same for every task of a batch pipeline's bundle: prepared once.
             self.side_args = (self.prepare(*side),) if self.prepare else side
         yield from self.pool.submit(self.fn, task, *self.args, *self.side_args)
 
     def finish_bundle(self):
+        if self.pool is None:
+            return
         results = self.pool.drain()
         self.pool.close()
         self.pool = None
@@ -197,24 +197,20 @@ class UnpackResults(beam.DoFn):
 # ---------------------------------------------------------------------------------------------------------
 # Datasets (the layout: webtext.runtime.datasets)
 
-def _every_shard(num_shards) -> list:
-    """(shard, None) for every shard; `num_shards` is a count, or {split: (anything, count)} (encode)."""
-    if isinstance(num_shards, dict):
-        return [((split, i), None) for split, (_, n) in sorted(num_shards.items()) for i in range(n)]
-    return [(i, None) for i in range(num_shards)]
-
-
 class GroupByShard(beam.PTransform):
-    """(shard, value) pairs -> (shard, values) for every shard that `num_shards` (a singleton PCollection)
-    names, empty ones included, so that every shard's file is written even when no row falls in it. Each
-    shard's values include one None placeholder, which the caller skips."""
+    """(shard, value) pairs -> (shard, values) for every shard key that `keys_of(shards)` gives, `shards` being
+    a singleton PCollection (by default a shard count: keys 0..n-1), empty shards included, so that every
+    shard's file is written even when no row falls in it. Each shard's values include one None placeholder,
+    which the caller skips."""
 
-    def __init__(self, num_shards, shards_of=_every_shard):
+    def __init__(self, shards, keys_of: Callable[[Any], Iterable] = range):
         super().__init__()
-        self.num_shards, self.shards_of = num_shards, shards_of
+        self.shards, self.keys_of = shards, keys_of
 
     def expand(self, keyed):
-        every_shard = self.num_shards | "EveryShard" >> beam.FlatMap(self.shards_of)
+        keys_of = self.keys_of
+        every_shard = self.shards | "EveryShard" >> beam.FlatMap(lambda shards: [(k, None)
+                                                                                 for k in keys_of(shards)])
         return (keyed, every_shard) | "Flatten" >> beam.Flatten() | "Group" >> beam.GroupByKey()
 
 
@@ -287,13 +283,15 @@ class ReadDataset(beam.PTransform):
     def expand(self, pbegin):
         return (pbegin
                 | "Dir" >> beam.Create([self.input_dir])
-                | "Paths" >> beam.FlatMap(_existing_shards, self.name)
+                | "Paths" >> beam.FlatMap(existing_shards, self.name)
                 | "RowGroups" >> beam.FlatMap(datasets.row_groups)
                 | "Reshuffle" >> beam.Reshuffle()
                 | "Rows" >> beam.FlatMap(_rows_of_row_group, self.columns))
 
 
-def _existing_shards(input_dir: str, name: str) -> list[str]:
+def existing_shards(input_dir: str, name: str) -> list[str]:
+    """The shard paths of a dataset, or FileNotFoundError: an input that is missing is an error, never an empty
+    output."""
     paths = datasets.shard_paths(input_dir, name)
     if not paths:
         raise FileNotFoundError(f"{input_dir}: no dataset {name!r} ({datasets.shard_pattern(input_dir, name)})")

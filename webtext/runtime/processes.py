@@ -265,8 +265,3 @@ def _child_main() -> None:
 
 if __name__ == "__main__":
     _child_main()
-    # Asked to go (or its parent is gone): nothing of its heap needs freeing, so it skips the interpreter's
-    # teardown. fd 1 is stderr here (see _child_main): a call's stray prints are flushed first.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)

@@ -49,6 +49,7 @@ class Plan:
     unit: str = "items"                      # what the progress bar counts
     title: str = ""                          # the funnel's title
     data: Any = None                         # the stage's own: its configs, its input paths
+    started_at: str = ""                     # when the stage began (set by run_command, as in `_stats.json`)
 
 
 @dataclass
@@ -58,7 +59,8 @@ class Result:
     config: dict
     extra: dict = field(default_factory=dict)    # further `_stats.json` fields
     notes: list[str] = field(default_factory=list)  # lines printed after the funnel
-    status: int = 0                              # 1 when good input was lost (e.g. damaged files)
+    errors: list[str] = field(default_factory=list)  # input lost (e.g. damaged files): printed as errors after
+                                                     # the notes; any makes the exit status 1
 
 
 INPUT_ERRORS = (StageError, ValueError, FileNotFoundError)
@@ -72,6 +74,7 @@ def run_command(stage: str, args, check: Callable[[Any], Plan], run: Callable[[A
         error(stage, e)
         return 2
     timer = stats.begin_stage(plan.output, plan.clear)
+    plan.started_at = timer.started_at
     try:
         with progress.Progress(stage, total=plan.total, unit=plan.unit):
             result = run(args, plan)
@@ -82,4 +85,6 @@ def run_command(stage: str, args, check: Callable[[Any], Plan], run: Callable[[A
     stats.print_funnel(plan.title or f"{stage} -> {plan.output}", funnel(written))
     for note in result.notes:
         print(note, file=sys.stderr)
-    return result.status
+    for problem in result.errors:
+        error(stage, problem)
+    return 1 if result.errors else 0

@@ -105,16 +105,22 @@ def from_gpt2_files(vocab_json: str, merges_txt: str) -> Tokenizer:
     return tok
 
 
+def parse(text: str | bytes, source: str) -> Tokenizer:
+    """The tokenizer a tokenizer.json's text (or its UTF-8 bytes) describes, or a one-line ValueError that names
+    `source` (the file, or what the user gave for it)."""
+    try:
+        return Tokenizer.from_str(text if isinstance(text, str) else text.decode("utf-8"))
+    except Exception as e:  # noqa: BLE001 - `tokenizers` raises a bare Exception for a file it cannot read
+        detail = (str(e).splitlines() or [""])[0][:200]
+        raise ValueError(f"{source}: not a readable tokenizer (not a tokenizer.json: {detail})") from None
+
+
 def load(path: str) -> Tokenizer:
     """A tokenizer from `tokenizer.json`, or from a directory holding one."""
     if not path.endswith(".json"):
         path = fs.join(path, TOKENIZER_FILE)
     with fs.open_read(path) as f:
-        text = f.read().decode("utf-8")
-    try:
-        return Tokenizer.from_str(text)
-    except Exception as e:  # noqa: BLE001 - `tokenizers` raises a bare Exception for a file it cannot read
-        raise ValueError(f"{path}: not a tokenizer.json: {e}") from None
+        return parse(f.read(), path)
 
 
 def canonical_json(tok: Tokenizer) -> bytes:
