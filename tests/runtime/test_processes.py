@@ -74,16 +74,6 @@ def test_a_failing_task_or_a_dying_child_stops_the_pool(fn, message):
             tp.drain()
 
 
-def test_a_warm_up_runs_first_in_every_child_and_its_answer_is_no_result():
-    before = child_pids()
-    with processes.TaskPool(2, warm) as tp:
-        started = set(tp.pids())  # started at construction, not at the second task
-        assert len(started) == 2 and started <= child_pids() - before
-        results = tp.submit(check_warm, 1) + tp.submit(check_warm, 2) + tp.submit(check_warm, 3) + tp.drain()
-    assert sorted(results) == [(1, "yes"), (2, "yes"), (3, "yes")]   # warm-up answers never reach the results
-    assert child_pids() <= before
-
-
 def test_close_stops_and_reaps_every_child_of_the_pool():
     before = child_pids()
     tp = processes.TaskPool(2)

@@ -20,7 +20,7 @@ from webtext.dedup import components
 from webtext.dedup.clusters import bucket_edges, cluster_rows, similarity
 from webtext.dedup.config import DedupConfig
 from webtext.dedup.schema import CLUSTERS, CLUSTERS_SCHEMA, DOCUMENTS, EDGES, EDGES_SCHEMA, KEPT, STAGE, WORK_DIR
-from webtext.dedup.task import keep_row_group, payload_row_group, sketch_row_group, warm_up
+from webtext.dedup.task import keep_row_group, payload_row_group, sketch_row_group
 from webtext.runtime import datasets, fs
 from webtext.runtime.beam import (
     PoolMap,
@@ -413,7 +413,7 @@ def _documents_and_meta(p, docs_dir: str, cfg: DedupConfig, count: Count, signat
     sketched = (p
                 | "InputForSketch" >> RowGroups(docs_dir)
                 | "Sketch" >> PoolMap(sketch_row_group, processes, cfg.ngram, cfg.hasher(), cfg.lsh(),
-                                      signatures, warm_up=warm_up)
+                                      signatures)
                 | "UnpackSketches" >> beam.ParDo(UnpackResults(count)).with_outputs(ERRORS, main="sketches"))
     meta = sketched.sketches | "MetaParts" >> beam.ParDo(_MetaPartitions())
     valid_rows = (sketched.sketches

@@ -48,11 +48,6 @@ def _input_errors(table: pa.Table) -> list[dict]:
     return errors
 
 
-def warm_up() -> None:
-    """What every local process needs before its first row group (`PoolMap(..., warm_up=warm_up)`)."""
-    minhash.normalize("warm up")
-
-
 def sketch_row_group(task, ngram: int, hasher: minhash.MinHasher, lsh: tuple[int, int],
                      signatures: bool = True) -> tuple[list, list, dict]:
     """([sketches], errors, counts) of one row group of a documents file. Its sketches are one columnar

@@ -14,7 +14,7 @@ from webtext.fetch import resume
 from webtext.fetch.crawler import CrawlConfig, RedirectFilter
 from webtext.fetch.http import AddressPolicy, ClientConfig, parse_resolve_overrides
 from webtext.fetch.schema import BAD_LINK, LINK_FIELDS, LINKS, LOG, LOG_SCHEMA, STAGE, STAGING_DIR, log_sort_key
-from webtext.fetch.task import fetch_group, warm_up
+from webtext.fetch.task import fetch_group
 from webtext.runtime import datasets, fs, progress, stats
 from webtext.runtime.beam import PoolMap, ReadDataset, UnpackResults, WriteDataset, local_processes
 from webtext.runtime.errors import ERRORS, ERRORS_SCHEMA, error_row, error_sort_key
@@ -145,7 +145,7 @@ def build_pipeline(p, config: FetchConfig, run: int, previous_files: list[str]) 
                | "GroupByHostGroup" >> beam.GroupByKey()
                | "AsLists" >> beam.MapTuple(lambda group, links: (group, list(links)))
                | "Fetch" >> PoolMap(fetch_group, config.processes, config.crawl, config.output, run,
-                                    RedirectFilter.from_links_dir(config.links), warm_up=warm_up)
+                                    RedirectFilter.from_links_dir(config.links))
                | "Unpack" >> beam.ParDo(UnpackResults(stats.BeamCounters(STAGE))))
     _ = ((fetched, planned.logged, checked.logged)
          | "AllRows" >> beam.Flatten()

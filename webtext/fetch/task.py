@@ -35,9 +35,3 @@ def fetch_group(task, config: CrawlConfig, output_dir: str, run: int,
     fs.write_atomic(fs.join(output_dir, PARTS_DIR, f"{prefix}.parquet"), datasets.table_bytes(rows, LOG_SCHEMA))
     counts["groups_done"] += 1
     return rows, [], dict(counts)
-
-
-def warm_up() -> None:
-    """What a local process needs before its first host group (`PoolMap(..., warm_up=warm_up)`): the
-    crawler's modules, imported when this function arrives, and the lazily imported charset detector."""
-    from charset_normalizer import from_bytes  # noqa: F401

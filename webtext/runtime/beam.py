@@ -133,13 +133,13 @@ class _PoolMap(beam.DoFn):
     `teardown`, which Beam's in-memory DirectRunner calls for every DoFn when the pipeline ends, failed or
     not, closes a pool a failed bundle left."""
 
-    def __init__(self, fn, processes: int, args: tuple, prepare, warm_up):
-        self.fn, self.processes, self.args, self.prepare, self.warm_up = fn, processes, args, prepare, warm_up
+    def __init__(self, fn, processes: int, args: tuple, prepare):
+        self.fn, self.processes, self.args, self.prepare = fn, processes, args, prepare
         self.pool = None
 
     def process(self, task, *side):
         if self.pool is None:
-            self.pool = TaskPool(self.processes, self.warm_up)
+            self.pool = TaskPool(self.processes)
             # Side inputs are the same for every task of a batch pipeline's bundle: prepared once.
             self.side_args = (self.prepare(*side),) if self.prepare else side
         yield from self.pool.submit(self.fn, task, *self.args, *self.side_args)
@@ -162,19 +162,15 @@ class PoolMap(beam.PTransform):
     """task -> fn(task, *args, *side) over a `TaskPool` of `processes`: a Map whose calls run in parallel
     local processes (a bundle of one task runs inline). Side inputs (Beam's AsDict, AsList, ...) follow
     `args`; `prepare(*side_values)`, when given, turns them into the one argument `fn` receives instead (e.g.
-    a list into a frozenset). `warm_up()`, when given, runs in each process as it starts, which is then when
-    the DoFn is set up rather than at the second task. Batch pipelines only (results finished at the end of
-    a bundle go out in the global window)."""
+    a list into a frozenset). Batch pipelines only (results finished at the end of a bundle go out in the
+    global window)."""
 
-    def __init__(self, fn: Callable[..., Any], processes: int, *args, side: tuple = (), prepare=None,
-                 warm_up: Callable[[], Any] | None = None):
+    def __init__(self, fn: Callable[..., Any], processes: int, *args, side: tuple = (), prepare=None):
         super().__init__()
         self.fn, self.processes, self.args, self.side, self.prepare = fn, processes, args, side, prepare
-        self.warm_up = warm_up
 
     def expand(self, tasks):
-        return tasks | beam.ParDo(_PoolMap(self.fn, self.processes, self.args, self.prepare, self.warm_up),
-                                  *self.side)
+        return tasks | beam.ParDo(_PoolMap(self.fn, self.processes, self.args, self.prepare), *self.side)
 
 
 @beam.typehints.with_output_types(typing.Any)  # main and tagged outputs mixed

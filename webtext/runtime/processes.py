@@ -147,22 +147,18 @@ class TaskPool:
     `drain` returns the rest. A task that raises, or a child that dies, stops the stage with a `TaskError`.
 
     Children start with the second task: a lone task (a small input) runs inline at `drain`, and no process
-    is started. Given `warm_up`, they start at once instead, each running `warm_up()` (its imports, its
-    tables) while the caller gets its tasks ready. `close()` (or leaving the `with` block) stops and reaps
-    every child of the pool."""
+    is started. `close()` (or leaving the `with` block) stops and reaps every child of the pool."""
 
-    def __init__(self, processes: int, warm_up: Callable[[], Any] | None = None):
+    def __init__(self, processes: int):
         if processes < 1:
             raise ValueError("processes must be at least 1")
         self.processes = processes
         self._children: list[Child] = []
         self._held = None   # (fn, task, args) of the first task, until a second one comes
-        if warm_up is not None and processes > 1:
-            self._start(warm_up)
 
-    def _start(self, warm_up=None) -> None:
+    def _start(self) -> None:
         while len(self._children) < self.processes:
-            self._children.append(Child(warm_up))
+            self._children.append(Child())
 
     def pids(self) -> list[int]:
         """The process ids of this pool's children (none before they start)."""
@@ -198,23 +194,20 @@ class TaskPool:
         if self._held is not None:
             (fn, task, args), self._held = self._held, None
             done.append(fn(task, *args))
-        while any(c.busy and c.ready for c in self._children):
+        while any(c.busy for c in self._children):
             done += self._wait_once()
         return done
 
     def _wait_once(self) -> list:
         done = []
         for child in answering(c for c in self._children if c.busy):
-            warming = not child.ready
             try:
                 status, value = child.receive()
             except (EOFError, OSError):
                 raise TaskError(f"a local worker process died (exit status {child.kill()})") from None
             if status != "ok":
-                what = "warming up" if warming else "a task"
-                raise TaskError(f"{what} failed in a local worker process:\n{value}")
-            if not warming:
-                done.append(value)
+                raise TaskError(f"a task failed in a local worker process:\n{value}")
+            done.append(value)
         return done
 
     def close(self) -> None:
